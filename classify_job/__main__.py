@@ -1,0 +1,3 @@
+from classify_job.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""Model bundles: a directory with ``model.keras`` and ``bundle.json``, the contract between
+training (which writes them) and classification (which reads them).
+
+The model takes float32 pixels in 0..255 produced by :func:`classify_job.imageio.load_image`
+and returns class probabilities; any normalisation lives inside the model, so the bundle's
+preprocessing record is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classify_job.errors import BundleError
+from classify_job.imageio import COLOR_MODES, RESIZE
+
+MODEL_FILE = "model.keras"
+SPEC_FILE = "bundle.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """What ``bundle.json`` holds. ``extra`` carries training facts (config, data, versions)."""
+
+    labels: tuple[str, ...]
+    image_size: tuple[int, int]
+    color_mode: str
+    architecture: str
+    model_id: str = ""
+    preprocessing: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["labels"] = list(self.labels)
+        data["image_size"] = list(self.image_size)
+        return {"format_version": FORMAT_VERSION, **data}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BundleSpec:
+        try:
+            spec = cls(
+                labels=tuple(str(label) for label in data["labels"]),
+                image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+                color_mode=str(data["color_mode"]),
+                architecture=str(data["architecture"]),
+                model_id=str(data.get("model_id", "")),
+                preprocessing=dict(data.get("preprocessing") or DEFAULT_PREPROCESSING),
+                extra=dict(data.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BundleError(f"{SPEC_FILE} is missing or has a malformed field: {exc!r}") from exc
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise BundleError(f"a bundle needs two or more distinct labels. Received: {self.labels}")
+        if self.color_mode not in COLOR_MODES:
+            raise BundleError(f"unknown color_mode. Received: {self.color_mode!r}")
+        if min(self.image_size) < 8:
+            raise BundleError(f"image_size is too small. Received: {self.image_size}")
+
+
+DEFAULT_PREPROCESSING = {
+    "function": "classify_job.imageio.load_image",
+    "resize": RESIZE,
+    "input_range": [0, 255],
+    "exif_transpose": True,
+    "alpha": "composited on white",
+    "normalization": "inside the model",
+}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: its directory, its spec and the Keras model."""
+
+    path: Path
+    spec: BundleSpec
+    model: Any
+
+
+def model_fingerprint(model: Any) -> str:
+    """A short hash of every weight's shape and bytes: changes exactly when the weights change."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = weight.numpy()
+        digest.update(str((weight.path, value.shape, str(value.dtype))).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_bundle(directory: str | os.PathLike, model: Any, spec: BundleSpec) -> BundleSpec:
+    """Write ``model.keras`` and ``bundle.json`` into ``directory``; returns the spec with its model_id.
+
+    Each file is written under a temporary name and renamed, so a reader never sees half a bundle.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = dataclasses.replace(spec, model_id=f"{spec.architecture}-{model_fingerprint(model)}")
+    spec.validate()
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
+        tmp_model = Path(tmp) / MODEL_FILE
+        model.save(tmp_model)
+        os.replace(tmp_model, directory / MODEL_FILE)
+    write_json_atomic(directory / SPEC_FILE, spec.to_json())
+    return spec
+
+
+def read_spec(directory: str | os.PathLike) -> BundleSpec:
+    """Read and validate ``bundle.json`` without loading the model."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"model bundle not found: {directory} is not a directory")
+    spec_path = directory / SPEC_FILE
+    try:
+        data = json.loads(spec_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{spec_path} is missing; is {directory} a model bundle?") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {spec_path}: {exc}") from exc
+    return BundleSpec.from_json(data)
+
+
+def load_bundle(directory: str | os.PathLike) -> Bundle:
+    """Load a bundle with Keras' safe mode (no arbitrary code from the file)."""
+    import keras
+
+    import classify_job.nets  # noqa: F401  registers custom layers for the loader
+
+    directory = Path(directory)
+    spec = read_spec(directory)
+    model_path = directory / MODEL_FILE
+    if not model_path.is_file():
+        raise BundleError(f"{model_path} is missing")
+    try:
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a damaged or foreign file
+        raise BundleError(f"cannot load {model_path}: {type(exc).__name__}: {exc}") from exc
+    n_out = model.outputs[0].shape[-1]
+    if n_out != len(spec.labels):
+        raise BundleError(f"model has {n_out} outputs but {SPEC_FILE} lists {len(spec.labels)} labels")
+    return Bundle(path=directory, spec=spec, model=model)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON next to ``path`` and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
