@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from classify_job.errors import BackendError
 
@@ -43,3 +47,26 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("jax", "absl", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Turn the first SIGTERM or SIGINT into a stop request the job honours at a batch boundary.
+
+    A second SIGINT interrupts at once (the default behaviour), for an impatient user.
+    """
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        logging.getLogger("classify_job").warning(
+            "%s received: stopping at the next batch", signal.Signals(signum).name
+        )
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,157 @@
+"""The ``classify-job`` command line. Each command parses options, calls one library function
+and renders the result; typed library errors become one line and a documented exit code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from classify_job import errors
+from classify_job.runtime import setup_logging
+
+app = typer.Typer(
+    help="Train image classifiers on folder datasets and classify huge image trees into Parquet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Documented in the README; schedulers rely on them.
+EXIT_CODES: dict[type[errors.ClassifyJobError], int] = {
+    errors.InputError: 2,
+    errors.DatasetError: 2,
+    errors.BundleError: 3,
+    errors.WeightsError: 3,
+    errors.OutputError: 4,
+    errors.LockHeldError: 5,
+    errors.ErrorRateExceeded: 6,
+    errors.Interrupted: 75,
+}
+
+T = TypeVar("T")
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")]
+
+
+def guarded(call: Callable[[], T], verbose: bool = False) -> T:
+    """Run library code; turn its typed errors into one line on stderr and an exit code."""
+    from rich.markup import escape
+
+    from classify_job.console import stderr
+
+    try:
+        return call()
+    except errors.ClassifyJobError as exc:
+        code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(code) from None
+    except Exception as exc:
+        if verbose:
+            raise
+        stderr.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (rerun with --verbose)"
+        )
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def classify(
+    input_dir: Annotated[Path | None, typer.Argument(help="Directory tree of images to classify.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle directory.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML job file with a [classify] table.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per model call. [default: 32]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads. [default: 2]")] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Classes kept in top_labels/top_probs. [default: 3]")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Classify only shard K of N, written K/N (0-based).")
+    ] = None,
+    fresh: Annotated[
+        bool | None, typer.Option("--fresh", help="Ignore and delete earlier output in OUT.")
+    ] = None,
+    ext: Annotated[str | None, typer.Option(help="Comma-separated extensions, e.g. jpg,png.")] = None,
+    follow_symlinks: Annotated[bool | None, typer.Option("--follow-symlinks/--no-follow-symlinks")] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option(help="Exit 6 when more than this fraction of files fail (0-1).")
+    ] = None,
+    rows_per_part: Annotated[
+        int | None, typer.Option(help="Rows per Parquet part file. [default: 10000]")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Classify every image under INPUT_DIR into OUT/predictions (Parquet) and OUT/summary.json.
+
+    Rerunning with the same OUT resumes: files that already have a row for this model are skipped.
+    """
+    setup_logging(verbose)
+    options = {
+        "input_dir": input_dir,
+        "model": model,
+        "out": out,
+        "batch_size": batch_size,
+        "workers": workers,
+        "top_k": top_k,
+        "shard": shard,
+        "fresh": fresh,
+        "follow_symlinks": follow_symlinks,
+        "max_error_rate": max_error_rate,
+        "rows_per_part": rows_per_part,
+        "extensions": tuple(ext.split(",")) if ext else None,
+    }
+    guarded(lambda: _classify(config, options), verbose)
+
+
+def _classify(config_file: Path | None, options: dict[str, Any]) -> None:
+    from classify_job import config as cfg
+    from classify_job.console import progress_reporter, stdout, summary_table
+    from classify_job.job import run_classify
+    from classify_job.runtime import stop_on_signals
+
+    config = cfg.classify_config_from_options(config_file, options)
+    with stop_on_signals() as stop, progress_reporter(config.log_every_s) as on_progress:
+        result = run_classify(config, on_progress, stop)
+    p = result.progress
+    logging.getLogger("classify_job").info(
+        "run %s done: %d classified (%d errors), %d already done, %.1f img/s",
+        result.run_id,
+        p.classified,
+        p.errors,
+        p.skipped,
+        p.images_per_second,
+    )
+    if p.classified == 0:
+        stdout.print(
+            f"Nothing to classify: all {p.skipped} files already have a row in {result.out}.", markup=False
+        )
+    if result.summary:
+        stdout.print(summary_table(result.summary))
+    stdout.print(
+        f"Predictions: {result.out / 'predictions'}\nSummary:     {result.out / 'summary.json'}", markup=False
+    )
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
+    verbose: Verbose = False,
+) -> None:
+    """Rebuild OUT/summary.json and OUT/summary.md from the Parquet predictions alone."""
+    from classify_job.console import stdout
+    from classify_job.report import render_markdown, write_summary
+
+    setup_logging(verbose)
+    summary = guarded(lambda: write_summary(out), verbose)
+    stdout.print(render_markdown(summary), highlight=False, markup=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

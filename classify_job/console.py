@@ -1,0 +1,91 @@
+"""Rendering for people and schedulers: a rich progress bar on a terminal, periodic plain log
+lines otherwise (cron, Airflow), and result tables."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from classify_job.job import Progress as JobProgress
+from classify_job.job import ProgressCallback
+
+log = logging.getLogger("classify_job")
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+def is_interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress_reporter(log_every_s: float = 30.0) -> Iterator[ProgressCallback]:
+    """A progress callback: a live bar on a terminal, a log line every ``log_every_s`` otherwise."""
+    if is_interactive():
+        with _rich_bar() as callback:
+            yield callback
+    else:
+        yield _log_lines(log_every_s)
+
+
+@contextmanager
+def _rich_bar() -> Iterator[ProgressCallback]:
+    columns = (
+        TextColumn("[bold]classifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} img/s  errors {task.fields[errors]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=False) as bar:
+        task = bar.add_task("classify", total=None, rate=0.0, errors=0)
+
+        def update(p: JobProgress) -> None:
+            bar.update(task, total=p.total, completed=p.done, rate=p.images_per_second, errors=p.errors)
+
+        yield update
+
+
+def _log_lines(every_s: float) -> ProgressCallback:
+    last = {"time": 0.0, "done": -1}
+
+    def update(p: JobProgress) -> None:
+        now = time.monotonic()
+        finished = p.done >= p.total
+        if p.done == last["done"] or (now - last["time"] < every_s and not finished):
+            return
+        last.update(time=now, done=p.done)
+        rate = p.images_per_second
+        eta = (p.total - p.done) / rate if rate > 0 else float("nan")
+        log.info(
+            "progress %d/%d files (%d classified, %d skipped, %d errors) %.1f img/s, eta %.0f s",
+            p.done,
+            p.total,
+            p.classified,
+            p.skipped,
+            p.errors,
+            rate,
+            eta,
+        )
+
+    return update
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """Labels and counts of a run summary as a rich table."""
+    table = Table(title=f"{summary['files']} files · {summary['ok']} ok · {summary['errors']} errors")
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    ok = max(summary["ok"], 1)
+    for label, count in summary["labels"].items():
+        table.add_row(label, str(count), f"{count / ok:.1%}")
+    return table

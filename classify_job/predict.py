@@ -1,0 +1,83 @@
+"""Batched inference overlapped with decoding.
+
+A thread pool decodes the next batches (Pillow releases the GIL) while the model runs on the
+current one. Batches are padded to a fixed size so the compiled model is traced once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+
+from classify_job.bundle import Bundle
+from classify_job.errors import ImageDecodeError
+from classify_job.imageio import DecodedImage, load_image
+from classify_job.scan import FileEntry
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One file after decoding: either an image or the reason it failed."""
+
+    entry: FileEntry
+    image: DecodedImage | None
+    error: str | None
+
+
+class Classifier:
+    """Wraps a bundle's model: uint8 pixels in, class probabilities out, fixed batch shape."""
+
+    def __init__(self, bundle: Bundle, batch_size: int):
+        self.bundle = bundle
+        self.batch_size = batch_size
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.bundle.spec.labels
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities, shape (n, classes), for ``pixels`` of shape (n, h, w, c) with n <= batch."""
+        n = len(pixels)
+        batch = np.zeros((self.batch_size, *pixels.shape[1:]), dtype=np.float32)
+        batch[:n] = pixels
+        probs = np.asarray(self.bundle.model.predict_on_batch(batch), dtype=np.float32)
+        return probs[:n]
+
+
+def decode_entry(entry: FileEntry, size: tuple[int, int], color_mode: str) -> Decoded:
+    """Decode one file; any failure becomes a reason string, never an exception."""
+    if entry.stat_error:
+        return Decoded(entry, None, entry.stat_error)
+    if entry.size == 0:
+        return Decoded(entry, None, "empty file")
+    try:
+        return Decoded(entry, load_image(entry.path, size, color_mode), None)
+    except ImageDecodeError as exc:
+        return Decoded(entry, None, str(exc))
+    except Exception as exc:  # a decoder bug on one odd file must not stop a million-file run
+        return Decoded(entry, None, f"unexpected {type(exc).__name__}: {exc}"[:300])
+
+
+def iter_decoded_batches(
+    entries: Iterable[FileEntry],
+    size: tuple[int, int],
+    color_mode: str,
+    batch_size: int,
+    workers: int,
+    prefetch: int = 2,
+) -> Iterator[list[Decoded]]:
+    """Yield decoded batches in walk order while up to ``prefetch`` later batches decode."""
+    entries = iter(entries)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[list[Future]] = deque()
+        while chunk := list(islice(entries, batch_size)):
+            pending.append([pool.submit(decode_entry, e, size, color_mode) for e in chunk])
+            if len(pending) > prefetch:
+                yield [f.result() for f in pending.popleft()]
+        while pending:
+            yield [f.result() for f in pending.popleft()]
