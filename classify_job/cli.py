@@ -129,12 +129,16 @@ def _classify(config_file: Path | None, options: dict[str, Any]) -> None:
     )
     if p.classified == 0:
         stdout.print(
-            f"Nothing to classify: all {p.skipped} files already have a row in {result.out}.", markup=False
+            f"Nothing to classify: all {p.skipped} files already have a row in {result.out}.",
+            markup=False,
+            soft_wrap=True,
         )
     if result.summary:
         stdout.print(summary_table(result.summary))
     stdout.print(
-        f"Predictions: {result.out / 'predictions'}\nSummary:     {result.out / 'summary.json'}", markup=False
+        f"Predictions: {result.out / 'predictions'}\nSummary:     {result.out / 'summary.json'}",
+        markup=False,
+        soft_wrap=True,
     )
 
 

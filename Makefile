@@ -1,0 +1,47 @@
+# classify-job: every target installs what it needs first, so a fresh clone needs only `make X`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+DIR    ?=
+MODEL  ?= models/sample
+OUT    ?= out/$(notdir $(abspath $(or $(DIR),data/sample)))
+ARGS   ?=
+
+.PHONY: install classify report test test-slow test-all lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+classify: install  ## make classify DIR=photos/ MODEL=models/NAME OUT=out/NAME
+	$(BIN)/classify-job classify $(DIR) --model $(MODEL) --out $(OUT) $(ARGS)
+
+report: install  ## make report OUT=out/NAME
+	$(BIN)/classify-job report $(OUT)
+
+test: install  ## lint, then the default test suite (slow tests excluded)
+	$(BIN)/ruff check classify_job tests benchmarks
+	$(BIN)/ruff format --check classify_job tests benchmarks
+	$(BIN)/pytest -m "not slow" -q
+
+test-slow: install
+	$(BIN)/pytest -m slow -q
+
+test-all: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check classify_job tests benchmarks
+
+format: install
+	$(BIN)/ruff format classify_job tests benchmarks
+	$(BIN)/ruff check --fix classify_job tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,149 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from classify_job.cli import app
+from classify_job.lock import output_lock
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_classify_then_report_through_cli_runner(tiny_tree, color_bundle, tmp_path):
+    tree, out = tiny_tree(), tmp_path / "out"
+    result = invoke("classify", tree, "--model", color_bundle, "--out", out, "--top-k", "2")
+    assert result.exit_code == 0, result.output
+    assert "Predictions:" in result.output
+    assert pd.read_parquet(out / "predictions").top_labels.map(len).eq(2).all()
+    (out / "summary.json").unlink()
+    result = invoke("report", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["files"] == 12
+    again = invoke("classify", tree, "--model", color_bundle, "--out", out)
+    assert "Nothing to classify" in again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["classify", "{tmp}/missing", "--model", "{bundle}", "--out", "{tmp}/o"],
+            2,
+            "input directory not found",
+        ),
+        (["classify", "{tree}", "--model", "{tmp}/nomodel", "--out", "{tmp}/o"], 3, "model bundle not found"),
+        (["classify", "{tree}", "--model", "{bundle}", "--out", "{tmp}/o", "--shard", "5/2"], 2, "--shard"),
+        (
+            ["classify", "{tree}", "--model", "{bundle}", "--out", "{tmp}/o", "--batch-size", "0"],
+            2,
+            "at least 1",
+        ),
+        (["classify", "{tree}", "--out", "{tmp}/o"], 2, "missing --model"),
+        (["classify", "{tree}", "--model", "{bundle}", "--out", "/proc/forbidden"], 4, "cannot create"),
+        (["report", "{tmp}/nothing"], 2, "no predictions"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_documented_exit_code(
+    tiny_tree, color_bundle, tmp_path, args, code, message
+):
+    values = {"tmp": tmp_path, "bundle": color_bundle, "tree": tiny_tree(per_class=1)}
+    result = invoke(*(a.format(**values) for a in args))
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_locked_output_exits_5(tiny_tree, color_bundle, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out):
+        result = invoke("classify", tiny_tree(), "--model", color_bundle, "--out", out)
+    assert result.exit_code == 5 and "another run" in result.output
+
+
+def test_job_file_with_cli_overrides(tiny_tree, color_bundle, tmp_path):
+    job = tmp_path / "job.toml"
+    values = {"input_dir": tiny_tree(), "model": color_bundle, "out": tmp_path / "o", "shard": "0/2"}
+    job.write_text("[classify]\ntop_k = 1\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items()))
+    result = invoke("classify", "--config", job, "--out", tmp_path / "override")
+    assert result.exit_code == 0, result.output
+    df = pd.read_parquet(tmp_path / "override" / "predictions")
+    assert 0 < len(df) < 12 and df.top_labels.map(len).eq(1).all()
+    job.write_text("[classify]\nbogus = 1\n")
+    assert invoke("classify", "--config", job).exit_code == 2
+
+
+# --- real processes: the console script, kill -9 and SIGTERM ----------------------------------
+
+
+def big_tree(tiny_tree, tmp_path, per_class=300) -> Path:
+    return tiny_tree(per_class=per_class, root=tmp_path / "big")
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "classify_job", "classify", *map(str, args)]
+
+
+def wait_for_first_part(out: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not list((out / "predictions").glob("part-*.parquet")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no part file appeared"
+        time.sleep(0.02)
+
+
+def assert_complete(out: Path, expected: int) -> None:
+    df = pd.read_parquet(out / "predictions")
+    assert len(df) == expected and df.relpath.is_unique
+
+
+def test_module_entry_point_runs_with_plain_log_lines(tiny_tree, color_bundle, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        cli(tiny_tree(), "--model", color_bundle, "--out", out), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "progress 12/12 files" in proc.stderr  # not a terminal: log lines, no progress bar
+    assert_complete(out, 12)
+
+
+def test_kill_9_midway_then_rerun_loses_and_duplicates_nothing(tiny_tree, color_bundle, tmp_path):
+    tree, out = big_tree(tiny_tree, tmp_path), tmp_path / "out"
+    args = (tree, "--model", color_bundle, "--out", out, "--batch-size", "4", "--rows-per-part", "8")
+    proc = subprocess.Popen(cli(*args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    wait_for_first_part(out, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(pd.read_parquet(out / "predictions"))
+    rerun = subprocess.run(cli(*args), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{done_before} already done" in rerun.stderr
+    assert_complete(out, 900)
+
+
+def test_sigterm_stops_at_a_batch_boundary_with_exit_75(tiny_tree, color_bundle, tmp_path):
+    tree, out = big_tree(tiny_tree, tmp_path), tmp_path / "out"
+    args = (tree, "--model", color_bundle, "--out", out, "--batch-size", "4", "--rows-per-part", "8")
+    proc = subprocess.Popen(cli(*args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    wait_for_first_part(out, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert proc.returncode == 75, stderr
+    assert "SIGTERM received" in stderr and "rerun to resume" in stderr
+    kept = len(pd.read_parquet(out / "predictions"))
+    assert kept % 4 == 0 and kept < 900  # whole batches only
+    assert subprocess.run(cli(*args), capture_output=True).returncode == 0
+    assert_complete(out, 900)
