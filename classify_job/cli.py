@@ -121,11 +121,8 @@ def _classify(config_file: Path | None, options: dict[str, Any]) -> None:
     p = result.progress
     logging.getLogger("classify_job").info(
         "run %s done: %d classified (%d errors), %d already done, %.1f img/s",
-        result.run_id,
-        p.classified,
-        p.errors,
-        p.skipped,
-        p.images_per_second,
+        *(result.run_id, p.classified, p.errors, p.skipped, p.images_per_second),
+        extra={"fields": {"event": "run_done", **p.fields()}},
     )
     if p.classified == 0:
         stdout.print(
@@ -154,6 +151,25 @@ def report(
     setup_logging(verbose)
     summary = guarded(lambda: write_summary(out), verbose)
     stdout.print(render_markdown(summary), highlight=False, markup=False)
+
+
+@app.command()
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Output directories of shard runs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the merged dataset.")],
+    allow_missing_shards: Annotated[bool, typer.Option(help="Merge even if some shards are absent.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Merge shard outputs into OUT: every file once, one model, one summary."""
+    from classify_job.console import stdout, summary_table
+    from classify_job.merge import merge_outputs
+
+    setup_logging(verbose)
+    result = guarded(lambda: merge_outputs(sources, out, allow_missing_shards), verbose)
+    stdout.print(summary_table(result.summary))
+    stdout.print(
+        f"Merged {len(sources)} outputs ({result.parts} parts) into {out}", markup=False, soft_wrap=True
+    )
 
 
 def main() -> None:

@@ -67,13 +67,8 @@ def _log_lines(every_s: float) -> ProgressCallback:
         eta = (p.total - p.done) / rate if rate > 0 else float("nan")
         log.info(
             "progress %d/%d files (%d classified, %d skipped, %d errors) %.1f img/s, eta %.0f s",
-            p.done,
-            p.total,
-            p.classified,
-            p.skipped,
-            p.errors,
-            rate,
-            eta,
+            *(p.done, p.total, p.classified, p.skipped, p.errors, rate, eta),
+            extra={"fields": {"event": "progress", **p.fields(), "eta_s": round(eta, 1)}},
         )
 
     return update

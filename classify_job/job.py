@@ -42,6 +42,7 @@ class Progress:
     """Live counters of one run, handed to the progress callback after every batch."""
 
     total: int
+    run_id: str = ""
     started: float = field(default_factory=time.monotonic)
     skipped: int = 0
     classified: int = 0
@@ -54,6 +55,11 @@ class Progress:
     @property
     def images_per_second(self) -> float:
         return self.classified / max(time.monotonic() - self.started, 1e-9)
+
+    def fields(self) -> dict[str, Any]:
+        """Structured log fields (JSON log lines carry them as keys)."""
+        keys = ("run_id", "total", "done", "classified", "skipped", "errors")
+        return {**{k: getattr(self, k) for k in keys}, "images_per_second": round(self.images_per_second, 2)}
 
 
 @dataclass(frozen=True)
@@ -120,9 +126,16 @@ def _run_locked(
     drop_superseded_rows(out)  # heals a run that died between committing and de-duplicating
     index = ResumeIndex.from_output(out)
     walk_options = _walk_options(config)
-    progress = Progress(total=count_image_files(config.input_dir, **walk_options))
     run_id = new_run_id()
-    log.info("run %s: %d files found, %d rows already in %s", run_id, progress.total, len(index), out)
+    progress = Progress(total=count_image_files(config.input_dir, **walk_options), run_id=run_id)
+    log.info(
+        "run %s: %d files found, %d rows already in %s",
+        run_id,
+        progress.total,
+        len(index),
+        out,
+        extra={"fields": {"event": "run_start", "run_id": run_id, "files": progress.total, "out": str(out)}},
+    )
     todo = _skip_done(
         iter_image_files(config.input_dir, **walk_options), index, bundle.spec.model_id, progress
     )

@@ -37,10 +37,6 @@ class ResumeIndex:
     keys: np.ndarray
 
     @classmethod
-    def empty(cls) -> ResumeIndex:
-        return cls(np.empty(0, dtype=np.uint64))
-
-    @classmethod
     def from_output(cls, out: Path) -> ResumeIndex:
         chunks = [_batch_keys(batch) for _, batch in iter_part_batches(out, KEY_COLUMNS)]
         keys = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint64)
@@ -74,7 +70,7 @@ def drop_superseded_rows(out: Path) -> int:
     the candidates, exact string comparison confirms them, and each touched part is rewritten
     under a temporary name and renamed over the old one.
     """
-    locations = [(part, _relpath_hashes(part)) for part in list_parts(out)]
+    locations = [(part, relpath_hashes(part)) for part in list_parts(out)]
     if not locations:
         return 0
     all_hashes = np.concatenate([hashes for _, hashes in locations])
@@ -86,7 +82,8 @@ def drop_superseded_rows(out: Path) -> int:
     return sum(_rewrite_without_older(part, hashes, dup_hashes, newest) for part, hashes in locations)
 
 
-def _relpath_hashes(part: Path) -> np.ndarray:
+def relpath_hashes(part: Path) -> np.ndarray:
+    """The stable hash of every relpath in a part file, in row order."""
     relpaths = pq.read_table(part, columns=["relpath"]).column("relpath").to_pylist()
     return np.fromiter((stable_hash(r) for r in relpaths), dtype=np.uint64, count=len(relpaths))
 

@@ -119,13 +119,6 @@ class PartWriter:
         self.committed_rows += self._rows
         self._writer, self._tmp, self._rows = None, None, 0
 
-    def abort(self) -> None:
-        """Drop the open part (used when the run dies on an unexpected error)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._tmp.unlink(missing_ok=True)
-            self._writer, self._tmp, self._rows = None, None, 0
-
     @property
     def parts(self) -> list[Path]:
         return list(self._parts)

@@ -147,3 +147,25 @@ def test_sigterm_stops_at_a_batch_boundary_with_exit_75(tiny_tree, color_bundle,
     assert kept % 4 == 0 and kept < 900  # whole batches only
     assert subprocess.run(cli(*args), capture_output=True).returncode == 0
     assert_complete(out, 900)
+
+
+def test_json_log_lines_carry_run_id_and_counts(tiny_tree, color_bundle, tmp_path):
+    proc = subprocess.run(
+        cli(tiny_tree(), "--model", color_bundle, "--out", tmp_path / "o"), capture_output=True, text=True
+    )
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    done = next(e for e in events if e.get("event") == "run_done")
+    assert done["classified"] == 12 and done["run_id"] and done["level"] == "info"
+    assert {e.get("event") for e in events} >= {"run_start", "progress", "run_done"}
+
+
+def test_merge_command(tiny_tree, color_bundle, tmp_path):
+    tree = tiny_tree()
+    for k in range(2):
+        result = invoke("classify", tree, "-m", color_bundle, "-o", tmp_path / f"s{k}", "--shard", f"{k}/2")
+        assert result.exit_code == 0, result.output
+    result = invoke("merge", tmp_path / "s0", tmp_path / "s1", "--out", tmp_path / "all")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_parquet(tmp_path / "all" / "predictions")) == 12
+    result = invoke("merge", tmp_path / "s0", "--out", tmp_path / "part")
+    assert result.exit_code == 2 and "missing shard(s) 1/2" in result.output
