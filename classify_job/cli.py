@@ -85,6 +85,15 @@ def classify(
     rows_per_part: Annotated[
         int | None, typer.Option(help="Rows per Parquet part file. [default: 10000]")
     ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="local (this process) or ray (Ray Data). [default: local]")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; default: start a local one.")
+    ] = None,
+    ray_actors: Annotated[
+        int | None, typer.Option(help="Model actors for --engine ray. [default: 1]")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Classify every image under INPUT_DIR into OUT/predictions (Parquet) and OUT/summary.json.
@@ -105,6 +114,9 @@ def classify(
         "max_error_rate": max_error_rate,
         "rows_per_part": rows_per_part,
         "extensions": tuple(ext.split(",")) if ext else None,
+        "engine": engine,
+        "ray_address": ray_address,
+        "ray_actors": ray_actors,
     }
     guarded(lambda: _classify(config, options), verbose)
 

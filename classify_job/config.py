@@ -11,6 +11,8 @@ from typing import Any
 from classify_job.errors import InputError
 from classify_job.scan import DEFAULT_EXTENSIONS, Shard
 
+ENGINE_NAMES = ("local", "ray")
+
 
 @dataclass(frozen=True)
 class ClassifyConfig:
@@ -30,6 +32,9 @@ class ClassifyConfig:
     rows_per_part: int = 10_000
     commit_every_s: float = 120.0
     log_every_s: float = 30.0
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_actors: int = 1
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -37,7 +42,10 @@ class ClassifyConfig:
             workers=self.workers,
             top_k=self.top_k,
             rows_per_part=self.rows_per_part,
+            ray_actors=self.ray_actors,
         )
+        if self.engine not in ENGINE_NAMES:
+            raise InputError(f"--engine must be one of {', '.join(ENGINE_NAMES)}. Received: {self.engine!r}")
         if self.max_error_rate is not None and not 0.0 <= self.max_error_rate <= 1.0:
             raise InputError(f"--max-error-rate must be between 0 and 1. Received: {self.max_error_rate}")
 

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from classify_job.bundle import Bundle, load_bundle, read_spec
 from classify_job.config import ClassifyConfig
 from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
 from classify_job.lock import output_lock
-from classify_job.predict import Classifier, Decoded, iter_decoded_batches
+from classify_job.predict import Classifier, classify_entries
 from classify_job.report import SUMMARY_JSON, SUMMARY_MD, write_summary
 from classify_job.resume import ResumeIndex, drop_superseded_rows
 from classify_job.scan import FileEntry, count_image_files, iter_image_files
@@ -30,7 +31,6 @@ from classify_job.sink import (
     RowContext,
     list_parts,
     predictions_schema,
-    predictions_table,
     remove_stale_temp_files,
 )
 
@@ -149,15 +149,12 @@ def _run_locked(
 
 
 def _classify_batches(config, bundle, todo, writer, run_id, progress, on_progress, stop) -> None:
-    classifier = Classifier(bundle, config.batch_size)
     ctx = RowContext(bundle.spec.labels, bundle.spec.model_id, run_id, config.top_k)
-    spec = bundle.spec
-    batches = iter_decoded_batches(todo, spec.image_size, spec.color_mode, config.batch_size, config.workers)
     progress.started = time.monotonic()
-    for batch in batches:
-        writer.write(predictions_table(batch, _predict(classifier, batch), ctx, writer.schema))
-        progress.classified += len(batch)
-        progress.errors += sum(d.image is None for d in batch)
+    for table in ENGINES[config.engine](config, bundle, todo, ctx, writer.schema):
+        writer.write(table)
+        progress.classified += table.num_rows
+        progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
         on_progress(progress)
         if stop.is_set():
             log.warning("stop requested: committing finished rows and exiting")
@@ -165,11 +162,22 @@ def _classify_batches(config, bundle, todo, writer, run_id, progress, on_progres
     on_progress(progress)
 
 
-def _predict(classifier: Classifier, batch: list[Decoded]) -> np.ndarray:
-    images = [d.image.pixels for d in batch if d.image is not None]
-    if not images:
-        return np.empty((0, len(classifier.labels)), dtype=np.float32)
-    return classifier.predict(np.stack(images))
+def local_engine(
+    config: ClassifyConfig, bundle: Bundle, todo: Iterator[FileEntry], ctx: RowContext, schema: pa.Schema
+) -> Iterator[pa.Table]:
+    """Decode with a thread pool and predict in this process: one machine, no extra services."""
+    return classify_entries(todo, Classifier(bundle, config.batch_size), ctx, schema, config.workers)
+
+
+def _ray_engine(*args: Any) -> Iterator[pa.Table]:
+    from classify_job.rayengine import ray_engine  # optional extra: imported only when asked for
+
+    return ray_engine(*args)
+
+
+# An engine turns the files still to do into prediction tables; everything around it (lock,
+# resume, parts, summary) is shared, so every engine writes the same dataset.
+ENGINES = {"local": local_engine, "ray": _ray_engine}
 
 
 def _skip_done(

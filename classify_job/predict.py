@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
+import pyarrow as pa
 
 from classify_job.bundle import Bundle
 from classify_job.errors import ImageDecodeError
 from classify_job.imageio import DecodedImage, load_image
 from classify_job.scan import FileEntry
+from classify_job.sink import RowContext, predictions_table
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,24 @@ class Classifier:
         batch[:n] = pixels
         probs = np.asarray(self.bundle.model.predict_on_batch(batch), dtype=np.float32)
         return probs[:n]
+
+    def predict_decoded(self, batch: list[Decoded]) -> np.ndarray:
+        """Probabilities for the files of ``batch`` that decoded, in order."""
+        images = [d.image.pixels for d in batch if d.image is not None]
+        if not images:
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        return self.predict(np.stack(images))
+
+
+def classify_entries(
+    entries: Iterable[FileEntry], classifier: Classifier, ctx: RowContext, schema: pa.Schema, workers: int
+) -> Iterator[pa.Table]:
+    """Prediction rows for ``entries``, one table per batch, decoding overlapped with inference."""
+    spec = classifier.bundle.spec
+    for batch in iter_decoded_batches(
+        entries, spec.image_size, spec.color_mode, classifier.batch_size, workers
+    ):
+        yield predictions_table(batch, classifier.predict_decoded(batch), ctx, schema)
 
 
 def decode_entry(entry: FileEntry, size: tuple[int, int], color_mode: str) -> Decoded:

@@ -51,7 +51,7 @@ def setup_logging(verbose: bool = False, json_lines: bool | None = None) -> None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(_TEXT_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
-    for noisy in ("jax", "absl", "PIL"):
+    for noisy in ("jax", "absl", "PIL", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
