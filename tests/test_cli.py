@@ -169,3 +169,12 @@ def test_merge_command(tiny_tree, color_bundle, tmp_path):
     assert len(pd.read_parquet(tmp_path / "all" / "predictions")) == 12
     result = invoke("merge", tmp_path / "s0", "--out", tmp_path / "part")
     assert result.exit_code == 2 and "missing shard(s) 1/2" in result.output
+
+
+def test_pretrained_import_caches_verified_weights(tmp_path):
+    result = invoke("pretrained", "import", "--cache-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    (cached,) = tmp_path.glob("*.npz")
+    assert str(cached) in result.output.replace("\n", "")
+    cached.write_bytes(b"damaged")
+    assert invoke("pretrained", "import", "--cache-dir", tmp_path, "--force").exit_code == 0
