@@ -1,0 +1,528 @@
+"""``OUT/report.html``: one self-contained page about a classify run, built from the Parquet output.
+
+A single streaming pass keeps only per-label confidence histograms, the most and least confident
+rows of each label and the review queue, each in a bounded list, so a run of millions of images
+costs a few columns of memory per batch; only the kept rows are decoded into thumbnails.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import html
+import io
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image, ImageOps
+
+from classify_job.bundle import read_spec
+from classify_job.errors import BundleError, InputError, OutputError
+from classify_job.report import build_summary
+from classify_job.sink import list_parts, read_part_metadata
+from classify_job.tagging import (
+    check_review_settings,
+    iter_prediction_batches,
+    prob_matrix,
+    review_reasons,
+    top_two_margin,
+)
+
+REPORT_HTML = "report.html"
+_COLUMNS = ("path", "relpath", "status", "label", "confidence")
+_BINS = 20
+_SHOWN_PROBS = 3
+_THUMB_WORKERS = 4  # PIL releases the GIL while decoding, so threads overlap file reads and decodes
+
+
+def write_html_report(
+    out: Path,
+    *,
+    threshold: float = 0.6,
+    margin: float = 0.15,
+    per_label: int = 12,
+    review_limit: int = 200,
+    thumb_px: int = 128,
+) -> Path:
+    """Write ``OUT/report.html`` from the Parquet predictions (and the model bundle, if it still
+    exists) and return its path.
+
+    Sections: run facts, images per label, confidence histograms, errors by reason, per label the
+    ``per_label`` most and least confident images, the review queue (confidence < ``threshold`` or
+    top two probabilities less than ``margin`` apart, least confident first, at most
+    ``review_limit`` shown) and the bundle's evaluation metrics.
+    """
+    out = Path(out)
+    _check_settings(threshold, margin, per_label=per_label, review_limit=review_limit, thumb_px=thumb_px)
+    summary = build_summary(out)
+    samples = collect_samples(out, threshold, margin, per_label, review_limit)
+    thumbs = make_thumbnails(samples.paths(), thumb_px)
+    page = render_page(out, summary, samples, thumbs, _model_facts(out, summary.get("model_id")))
+    path = out / REPORT_HTML
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def _check_settings(threshold: float, margin: float, **counts: int) -> None:
+    check_review_settings(threshold, margin)
+    for name, value in counts.items():
+        if value < 1:
+            raise InputError(f"{name} must be at least 1. Received: {value}")
+
+
+# ---------------------------------------------------------------- streaming selection
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One kept row: what a thumbnail caption and the review table show."""
+
+    relpath: str
+    path: str
+    label: str
+    confidence: float
+    margin: float
+    reason: str
+    top: tuple[tuple[str, float], ...]
+
+
+class BoundedList:
+    """The ``size`` samples with the smallest ``key`` offered so far, smallest first."""
+
+    def __init__(self, size: int, key: Callable[[Sample], Any]) -> None:
+        self.size, self.key, self.items = size, key, []
+
+    def offer(self, samples: Iterable[Sample]) -> None:
+        self.items = heapq.nsmallest(self.size, [*self.items, *samples], key=self.key)
+
+
+def _most_confident(s: Sample) -> tuple[float, str]:
+    return -s.confidence, s.relpath
+
+
+def _least_confident(s: Sample) -> tuple[float, str]:
+    return s.confidence, s.relpath
+
+
+@dataclass
+class Samples:
+    """What one pass over the predictions keeps: per label a histogram and the extremes, plus the
+    review queue and how many rows it holds in all."""
+
+    threshold: float
+    margin: float
+    per_label: int
+    review: BoundedList
+    hist: dict[str, np.ndarray] = field(default_factory=dict)
+    top: dict[str, BoundedList] = field(default_factory=dict)
+    bottom: dict[str, BoundedList] = field(default_factory=dict)
+    review_total: int = 0
+
+    def add_label(self, label: str, rows: _Rows, index: np.ndarray) -> None:
+        if label not in self.hist:
+            self.hist[label] = np.zeros(_BINS, dtype=np.int64)
+            self.top[label] = BoundedList(self.per_label, _most_confident)
+            self.bottom[label] = BoundedList(self.per_label, _least_confident)
+        conf = rows.confidence[index]
+        self.hist[label] += np.histogram(conf, bins=_BINS, range=(0.0, 1.0))[0]
+        self.top[label].offer(rows.samples(rows.smallest(-conf, index, self.per_label)))
+        self.bottom[label].offer(rows.samples(rows.smallest(conf, index, self.per_label)))
+
+    def add_review(self, rows: _Rows, index: np.ndarray) -> None:
+        self.review_total += len(index)
+        self.review.offer(rows.samples(rows.smallest(rows.confidence[index], index, self.review.size)))
+
+    def paths(self) -> list[str]:
+        kept = [*self.review.items]
+        for label in self.hist:
+            kept += self.top[label].items + self.bottom[label].items
+        return sorted({s.path for s in kept})
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One record batch as arrays; ``samples`` materialises only the rows asked for."""
+
+    batch: pa.RecordBatch
+    ok: np.ndarray
+    confidence: np.ndarray
+    margin: np.ndarray
+    reason: np.ndarray
+    prob_labels: list[str]
+    probs: np.ndarray
+
+    def smallest(self, values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+        """The rows of ``index`` with the ``n`` smallest ``values``, ties broken by relpath as
+        :class:`BoundedList` breaks them, so what is kept never depends on batch boundaries."""
+        if len(index) <= n:
+            return index
+        kth = np.partition(values, n - 1)[n - 1]
+        below, ties = index[values < kth], index[values == kth]
+        by_name = pc.sort_indices(self.batch.column("relpath").take(pa.array(ties))).to_numpy()
+        return np.concatenate([below, ties[by_name[: n - len(below)]]])
+
+    def samples(self, index: np.ndarray) -> list[Sample]:
+        taken = self.batch.select(["relpath", "path", "label"]).take(pa.array(index, pa.int64())).to_pylist()
+        return [self._sample(row, int(i)) for row, i in zip(taken, index, strict=True)]
+
+    def _sample(self, row: dict[str, Any], i: int) -> Sample:
+        order = np.argsort(-self.probs[i], kind="stable")[:_SHOWN_PROBS]
+        top = tuple((self.prob_labels[j], float(self.probs[i, j])) for j in order)
+        conf, margin = float(self.confidence[i]), float(self.margin[i])
+        return Sample(row["relpath"], row["path"], row["label"], conf, margin, str(self.reason[i]), top)
+
+
+def collect_samples(out: Path, threshold: float, margin: float, per_label: int, review_limit: int) -> Samples:
+    """Stream the predictions once and keep histograms, extremes per label and the review queue."""
+    review = BoundedList(review_limit, _least_confident)
+    samples = Samples(threshold=threshold, margin=margin, per_label=per_label, review=review)
+    for batch in iter_prediction_batches(out, _COLUMNS):
+        rows = _batch_rows(batch, threshold, margin)
+        labels = pc.dictionary_encode(batch.column("label"))
+        codes = labels.indices.to_numpy(zero_copy_only=False)
+        for code, label in enumerate(labels.dictionary.to_pylist()):
+            samples.add_label(label, rows, np.flatnonzero(rows.ok & (codes == code)))
+        samples.add_review(rows, np.flatnonzero(rows.ok & (rows.reason != "")))
+    return samples
+
+
+def _batch_rows(batch: pa.RecordBatch, threshold: float, margin: float) -> _Rows:
+    confidence = batch.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
+    prob_labels, probs = prob_matrix(batch)
+    margins = top_two_margin(probs).astype(np.float64)
+    reason = review_reasons(confidence, margins, threshold, margin)
+    ok = pc.equal(batch.column("status"), "ok").to_numpy(zero_copy_only=False) & ~np.isnan(confidence)
+    return _Rows(batch, ok, confidence, margins, reason, prob_labels, probs)
+
+
+# ---------------------------------------------------------------- thumbnails and model facts
+
+
+def make_thumbnails(paths: list[str], px: int) -> dict[str, str]:
+    """A ``data:`` URI for each path: a small JPEG, or a placeholder when the file cannot be read."""
+    with ThreadPoolExecutor(_THUMB_WORKERS) as pool:
+        return dict(zip(paths, pool.map(lambda p: thumbnail_uri(p, px), paths), strict=True))
+
+
+def thumbnail_uri(path: str, px: int) -> str:
+    """A JPEG thumbnail (longest side ``px``) as a ``data:`` URI, decoded with JPEG draft mode."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (px, px))
+            img = ImageOps.exif_transpose(img)
+            img.thumbnail((px, px))
+            buffer = io.BytesIO()
+            _on_white(img).save(buffer, "JPEG", quality=70, optimize=True)
+    except Exception:  # PIL raises many types for a vanished, damaged or foreign file
+        return _placeholder_uri(px)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img.convert("RGB")
+
+
+def _placeholder_uri(px: int) -> str:
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{px}" height="{px}">'
+        f'<rect width="100%" height="100%" fill="#e5e7eb"/><text x="50%" y="50%" fill="#6b7280" '
+        f'font-family="sans-serif" font-size="12" text-anchor="middle">unreadable</text></svg>'
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+
+
+def _model_facts(out: Path, model_id: str | None) -> dict[str, Any]:
+    """The bundle the latest run used, if it still exists: spec, metrics.json, confusion matrix."""
+    parts = list_parts(out)
+    bundle = read_part_metadata(parts[-1]).get("model_path") if parts else None
+    if not bundle:
+        return {"note": "the run did not record its model bundle"}
+    bundle = Path(bundle)
+    try:
+        spec = read_spec(bundle)
+    except BundleError as exc:
+        return {"note": str(exc), "path": str(bundle)}
+    facts: dict[str, Any] = {"path": str(bundle), "spec": spec, **_evaluation_files(bundle)}
+    if spec.model_id != model_id:
+        facts["note"] = f"the bundle now holds model {spec.model_id}, not {model_id} that wrote these rows"
+    return facts
+
+
+def _evaluation_files(bundle: Path) -> dict[str, Any]:
+    """metrics.json and confusion_matrix.png as training wrote them into the bundle, if present."""
+    files: dict[str, Any] = {}
+    try:
+        if (bundle / "metrics.json").is_file():
+            files["metrics"] = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
+        if (bundle / "confusion_matrix.png").is_file():
+            files["confusion_png"] = base64.b64encode((bundle / "confusion_matrix.png").read_bytes()).decode()
+    except (OSError, ValueError) as exc:
+        files["note"] = f"cannot read the bundle's evaluation files: {exc}"
+    return files
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
+    """A table from header names (escaped here) and rows of cells that are HTML already."""
+    thead = "".join(f"<th>{_e(name)}</th>" for name in head)
+    body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
+    return f'<table class="{cls}"><thead><tr>{thead}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _td(value: Any, num: bool = False) -> str:
+    return f'<td class="num">{_e(value)}</td>' if num else f"<td>{_e(value)}</td>"
+
+
+def _dl(facts: dict[str, Any]) -> str:
+    return (
+        '<dl class="facts">'
+        + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts.items())
+        + "</dl>"
+    )
+
+
+def render_page(
+    out: Path, summary: dict[str, Any], samples: Samples, thumbs: dict[str, str], model: dict[str, Any]
+) -> str:
+    """The whole page; every value that came from data is escaped."""
+    sections = [
+        ("facts", "Run", _facts_section(summary)),
+        ("labels", "Images per label", _labels_section(summary)),
+        ("confidence", "Confidence per label", _confidence_section(samples)),
+        ("errors", "Errors by reason", _errors_section(summary)),
+        ("samples", "Most and least confident", _samples_section(samples, thumbs)),
+        ("review", "Review queue", _review_section(samples, thumbs)),
+        ("model", "Model evaluation", _model_section(model)),
+    ]
+    nav = " ".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections)
+    main = "\n".join(
+        f'<section id="{key}"><h2>{_e(title)}</h2>{body}</section>' for key, title, body in sections
+    )
+    title = _e(f"classify-job report: {out.absolute().name}")
+    generated = f"generated {_e(summary['generated_at'])} from <code>{_e(out.absolute())}</code>"
+    return (
+        '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title>\n<style>{_CSS}</style></head>\n"
+        f"<body>\n<header><h1>{title}</h1><p>{generated}</p><nav>{nav}</nav></header>\n"
+        f"<main>\n{main}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _facts_section(summary: dict[str, Any]) -> str:
+    facts = {
+        "model": summary["model_id"],
+        "run": f"{summary['run_id']} (latest of {summary['runs']})",
+        "started": summary["run_started_at"],
+        "input": f"{summary['input_dir']} (shard {summary['shard']})",
+        "files": f"{summary['files']:,}: {summary['ok']:,} ok, {summary['errors']:,} errors",
+        "latest run": f"{summary['classified_in_run']:,} files in {summary['elapsed_s']} s "
+        f"({summary['images_per_second']} images/s); {summary['skipped']:,} kept from earlier runs",
+    }
+    if len(summary["model_ids"]) > 1:
+        facts["models in data"] = ", ".join(summary["model_ids"])
+    return _dl(facts)
+
+
+def _labels_section(summary: dict[str, Any]) -> str:
+    labels = sorted(summary["labels"].items(), key=lambda item: (-item[1], item[0]))
+    if not labels:
+        return "<p>No image was classified.</p>"
+    top, ok = labels[0][1], max(summary["ok"], 1)
+    rows = (
+        [_td(label), _td(f"{n:,}", True), _td(f"{n / ok:.1%}", True), _bar_cell(n / top)]
+        for label, n in labels
+    )
+    return _table(("label", "images", "share", ""), rows, "bars")
+
+
+def _bar_cell(fraction: float) -> str:
+    return f'<td class="bar"><span style="width:{100 * fraction:.1f}%"></span></td>'
+
+
+def _confidence_section(samples: Samples) -> str:
+    if not samples.hist:
+        return "<p>No image was classified.</p>"
+    charts = "".join(
+        f"<figure>{_histogram_svg(samples.hist[label], samples.threshold)}"
+        f"<figcaption>{_e(label)}</figcaption></figure>"
+        for label in sorted(samples.hist)
+    )
+    hint = (
+        f"Images per confidence bin of width {1 / _BINS:g} (hover a bar for its count); "
+        f"the dashed line is the review threshold {samples.threshold:g}."
+    )
+    return f'<p class="hint">{hint}</p><div class="hists">{charts}</div>'
+
+
+def _histogram_svg(counts: np.ndarray, threshold: float, width: int = 240, height: int = 80) -> str:
+    step, peak, n = width / len(counts), max(int(counts.max()), 1), len(counts)
+    bars = "".join(
+        f'<rect x="{i * step + 1:.1f}" y="{height * (1 - c / peak):.1f}" width="{step - 2:.1f}" '
+        f'height="{height * c / peak:.1f}"><title>{i / n:.2f}-{(i + 1) / n:.2f}: {c:,}</title></rect>'
+        for i, c in enumerate(counts.tolist())
+    )
+    y = height + 14
+    axis = f'<text x="0" y="{y}">0</text><text x="{width}" y="{y}" text-anchor="end">1</text>'
+    axis += f'<line x1="{width * threshold:.1f}" x2="{width * threshold:.1f}" y1="0" y2="{height}"/>'
+    return (
+        f'<svg class="hist" viewBox="0 0 {width} {height + 16}" width="{width}" height="{height + 16}" '
+        f'role="img" aria-label="confidence histogram">{bars}{axis}</svg>'
+    )
+
+
+def _errors_section(summary: dict[str, Any]) -> str:
+    reasons = summary["error_reasons"]
+    if not reasons:
+        return "<p>No errors.</p>"
+    rows = [[_td(reason), _td(f"{n:,}", True)] for reason, n in reasons.items()]
+    other = summary["errors"] - sum(reasons.values())
+    if other:
+        rows.append(["<td><em>other reasons</em></td>", _td(f"{other:,}", True)])
+    return _table(("reason", "files"), rows)
+
+
+def _samples_section(samples: Samples, thumbs: dict[str, str]) -> str:
+    if not samples.hist:
+        return "<p>No image was classified.</p>"
+    return "".join(_label_sheets(samples, label, thumbs) for label in sorted(samples.hist))
+
+
+def _label_sheets(samples: Samples, label: str, thumbs: dict[str, str]) -> str:
+    count = int(samples.hist[label].sum())
+    heading = f"<h3>{_e(label)} <small>{count:,} images</small></h3>"
+    if count <= samples.per_label:  # both lists hold every image: show them once
+        return f"{heading}{_sheet(samples.top[label].items, thumbs)}"
+    return (
+        f"{heading}<h4>most confident</h4>{_sheet(samples.top[label].items, thumbs)}"
+        f"<h4>least confident</h4>{_sheet(samples.bottom[label].items, thumbs)}"
+    )
+
+
+def _sheet(items: list[Sample], thumbs: dict[str, str]) -> str:
+    figures = "".join(
+        f'<figure>{_img(s, thumbs)}<figcaption title="{_e(s.relpath)}">{s.confidence:.3f}'
+        f"<span>{_e(s.relpath)}</span></figcaption></figure>"
+        for s in items
+    )
+    return f'<div class="sheet">{figures}</div>'
+
+
+def _img(s: Sample, thumbs: dict[str, str]) -> str:
+    return f'<img src="{thumbs[s.path]}" alt="{_e(s.relpath)}" title="{_e(s.relpath)}">'
+
+
+def _review_section(samples: Samples, thumbs: dict[str, str]) -> str:
+    shown, total = samples.review.items, samples.review_total
+    if not total:
+        return "<p>No image needs review.</p>"
+    rows = (
+        [
+            f"<td>{_img(s, thumbs)}</td>",
+            f"<td><code>{_e(s.relpath)}</code></td>",
+            _td(s.label),
+            _td(f"{s.confidence:.3f}", True),
+            _td(f"{s.margin:.3f}", True),
+            _td(s.reason),
+            _td(", ".join(f"{label} {p:.3f}" for label, p in s.top)),
+        ]
+        for s in shown
+    )
+    head = ("image", "relpath", "label", "confidence", "margin", "why", "top probabilities")
+    rule = (
+        f"confidence under {samples.threshold:g} or top two probabilities less than {samples.margin:g} apart"
+    )
+    count = f"<p>{total:,} images need review ({_e(rule)}); the {len(shown):,} least confident are shown.</p>"
+    return count + _table(head, rows, "review")
+
+
+def _model_section(model: dict[str, Any]) -> str:
+    parts = [f'<p class="note">{_e(model["note"])}</p>'] if "note" in model else []
+    if "spec" in model:
+        spec = model["spec"]
+        height, width = spec.image_size
+        facts = {"bundle": model["path"], "architecture": spec.architecture, "input": f"{width}x{height}"}
+        parts.append(_dl({**facts, "labels": ", ".join(spec.labels)}))
+    if "metrics" in model:
+        parts.append(_metrics_html(model["metrics"]))
+    elif "spec" in model:
+        parts.append("<p>The bundle holds no metrics.json.</p>")
+    if "confusion_png" in model:
+        src = f"data:image/png;base64,{model['confusion_png']}"
+        parts.append(f'<img class="confusion" src="{src}" alt="confusion matrix">')
+    return "".join(parts)
+
+
+def _metrics_html(metrics: dict[str, Any]) -> str:
+    head = ("split", "num_images", "accuracy", "loss", "macro_precision", "macro_recall", "macro_f1")
+    columns = ("label", "precision", "recall", "f1", "support")
+    rows = ([_td(_fmt(c.get(k)), k != "label") for k in columns] for c in metrics.get("per_class", []))
+    return _dl({k: _fmt(metrics[k]) for k in head if k in metrics}) + _table(columns, rows)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+_CSS = """
+:root { --fg: #1f2937; --muted: #6b7280; --line: #e5e7eb; --accent: #2563eb; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, sans-serif; color: var(--fg); background: #fff; }
+header { padding: 16px 24px; border-bottom: 1px solid var(--line); background: #f9fafb; }
+header h1 { margin: 0 0 4px; font-size: 20px; }
+header p { margin: 0 0 8px; color: var(--muted); }
+nav a { margin-right: 14px; color: var(--accent); text-decoration: none; }
+main { max-width: 1280px; padding: 0 24px 48px; }
+section { margin-top: 28px; }
+h2 { font-size: 17px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 20px 0 4px; }
+h3 small { color: var(--muted); font-weight: normal; }
+h4 { font-size: 12px; margin: 8px 0 4px; color: var(--muted); font-weight: 600; }
+table { border-collapse: collapse; }
+th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; }
+.facts dt { color: var(--muted); }
+.facts dd { margin: 0; }
+.bars td.bar { width: 420px; }
+.bars td.bar span { display: block; height: 12px; background: var(--accent); border-radius: 2px; }
+.hists { display: flex; flex-wrap: wrap; gap: 16px 32px; }
+.hists figure { margin: 0; }
+.hists figcaption { text-align: center; }
+.hist rect { fill: var(--accent); }
+.hist text { font-size: 10px; fill: var(--muted); }
+.hist line { stroke: #f59e0b; stroke-width: 1.5; stroke-dasharray: 4 3; }
+.sheet { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 8px; }
+.sheet figure { margin: 0; }
+.sheet img, .review img { width: 96px; height: 96px; object-fit: contain; background: #f3f4f6; }
+.sheet figcaption { font-size: 11px; color: var(--muted); }
+.sheet figcaption span { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.review td { font-size: 12px; }
+.hint, .note { color: var(--muted); }
+.note { border-left: 3px solid #f59e0b; padding-left: 8px; }
+img.confusion { max-width: 640px; width: 100%; }
+"""
