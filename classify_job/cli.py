@@ -145,24 +145,63 @@ def _classify(config_file: Path | None, options: dict[str, Any]) -> None:
     if result.summary:
         stdout.print(summary_table(result.summary))
     stdout.print(
-        f"Predictions: {result.out / 'predictions'}\nSummary:     {result.out / 'summary.json'}",
+        f"Predictions: {result.out / 'predictions'}\nSummary:     {result.out / 'summary.json'}\n"
+        f"Report:      {result.out / 'report.html'}",
         markup=False,
         soft_wrap=True,
     )
 
 
+Threshold = Annotated[float, typer.Option(help="Review images under this confidence.")]
+Margin = Annotated[
+    float, typer.Option(help="Review images whose top two probabilities are closer than this.")
+]
+
+
 @app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
+    threshold: Threshold = 0.6,
+    margin: Margin = 0.15,
     verbose: Verbose = False,
 ) -> None:
-    """Rebuild OUT/summary.json and OUT/summary.md from the Parquet predictions alone."""
+    """Rebuild OUT/summary.json, OUT/summary.md and OUT/report.html from the Parquet predictions alone."""
     from classify_job.console import stdout
+    from classify_job.htmlreport import write_html_report
     from classify_job.report import render_markdown, write_summary
 
     setup_logging(verbose)
     summary = guarded(lambda: write_summary(out), verbose)
+    page = guarded(lambda: write_html_report(out, threshold=threshold, margin=margin), verbose)
     stdout.print(render_markdown(summary), highlight=False, markup=False)
+    stdout.print(f"Report: {page}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def tag(
+    out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
+    catalog: Annotated[Path, typer.Option(help="Catalog to tag: a .csv or .parquet file.")],
+    key_column: Annotated[str, typer.Option(help="Catalog column holding the key, e.g. sku.")],
+    key_from: Annotated[
+        str, typer.Option(help="Regex searched in each relpath; group 'key' (else 1) is the key.")
+    ],
+    threshold: Threshold = 0.6,
+    margin: Margin = 0.15,
+    dest: Annotated[
+        Path | None, typer.Option(help="Directory for the tagged catalog. [default: OUT]")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Add label, confidence, needs_review and model_id to every catalog row from OUT's predictions."""
+    from classify_job.console import stdout
+    from classify_job.tagging import tag_catalog
+
+    setup_logging(verbose)
+    result = guarded(
+        lambda: tag_catalog(out, catalog, key_column, key_from, dest, threshold, margin), verbose
+    )
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.counts.items())
+    stdout.print(f"Tagged: {result.tagged}\nReview: {result.review}\n{counts}", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from classify_job.bundle import Bundle, load_bundle, read_spec
 from classify_job.config import ClassifyConfig
 from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
+from classify_job.htmlreport import REPORT_HTML, write_html_report
 from classify_job.lock import output_lock
 from classify_job.predict import Classifier, classify_entries
 from classify_job.report import SUMMARY_JSON, SUMMARY_MD, write_summary
@@ -113,7 +114,7 @@ def _reset_or_heal(out: Path, fresh: bool) -> None:
     if fresh:
         shutil.rmtree(out / PREDICTIONS_DIR)
         (out / PREDICTIONS_DIR).mkdir()
-        for name in (SUMMARY_JSON, SUMMARY_MD):
+        for name in (SUMMARY_JSON, SUMMARY_MD, REPORT_HTML):
             (out / name).unlink(missing_ok=True)
     removed = remove_stale_temp_files(out)
     if removed:
@@ -145,7 +146,11 @@ def _run_locked(
     finally:
         writer.commit()  # every finished row is kept, whatever stopped the loop
     removed = drop_superseded_rows(out) if writer.parts else 0
-    return RunResult(run_id, out, progress, removed, write_summary(out) if list_parts(out) else {})
+    summary = {}
+    if list_parts(out):
+        summary = write_summary(out)
+        write_html_report(out)
+    return RunResult(run_id, out, progress, removed, summary)
 
 
 def _classify_batches(config, bundle, todo, writer, run_id, progress, on_progress, stop) -> None:

@@ -178,3 +178,17 @@ def test_pretrained_import_caches_verified_weights(tmp_path):
     assert str(cached) in result.output.replace("\n", "")
     cached.write_bytes(b"damaged")
     assert invoke("pretrained", "import", "--cache-dir", tmp_path, "--force").exit_code == 0
+
+
+def test_classify_writes_html_report_and_tag_joins_a_catalog(tiny_tree, color_bundle, tmp_path):
+    tree, out = tiny_tree(per_class=2), tmp_path / "out"
+    assert invoke("classify", tree, "-m", color_bundle, "-o", out).exit_code == 0
+    assert "<img" in (out / "report.html").read_text()
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("sku,title\nred_0,Red thing\nblue_1,Blue thing\nnone_9,No photo\n")
+    result = invoke("tag", out, "--catalog", catalog, "--key-column", "sku", "--key-from", r"/(\w+)\.\w+$")
+    assert result.exit_code == 0, result.output
+    tagged = pd.read_csv(out / "catalog.tagged.csv").set_index("sku")
+    assert tagged.loc["red_0", "label"] == "red" and tagged.loc["blue_1", "label"] == "blue"
+    bad = invoke("tag", out, "--catalog", catalog, "--key-column", "nope", "--key-from", r"(\w+)")
+    assert bad.exit_code == 2 and "nope" in bad.output
