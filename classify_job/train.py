@@ -1,0 +1,538 @@
+"""Train a classifier on a folder dataset and write a model bundle with its reports.
+
+``train(TrainConfig(...))`` indexes and decodes the data once into uint8 arrays, fits the network
+with augmentation inside the jitted training graph, keeps the best epoch by validation loss,
+evaluates it on the test split and writes the bundle (see :mod:`classify_job.bundle`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from classify_job.bundle import SPEC_FILE, BundleSpec, save_bundle
+from classify_job.config import read_toml
+from classify_job.dataset import (
+    IMAGE_EXTENSIONS,
+    AugmentConfig,
+    BadFile,
+    DatasetIndex,
+    LoadedSplit,
+    build_augmentation,
+    class_weights,
+    index_dataset,
+    load_split,
+)
+from classify_job.errors import DatasetError, InputError, OutputError
+from classify_job.evaluate import EvaluationReport
+from classify_job.imageio import COLOR_MODES, channels_for
+from classify_job.runtime import set_seeds
+
+log = logging.getLogger(__name__)
+
+# Architecture name -> "module:builder". A builder takes (num_classes, image_size, channels, **options)
+# and returns a Keras model mapping float32 pixels 0..255 to probabilities. Add a network in one line.
+ARCHITECTURES: dict[str, str] = {
+    "cnn": "classify_job.nets.cnn:build_cnn",
+}
+LR_SCHEDULES = ("plateau", "cosine")
+CLASS_WEIGHTING = ("auto", "balanced", "none")
+IMBALANCE_RATIO = 1.5  # "auto" weights classes once the largest is this many times the smallest
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; recorded in the bundle as ``extra["training"]``."""
+
+    data_dir: Path
+    out_dir: Path
+    arch: str = "cnn"
+    epochs: int = 30
+    batch_size: int = 128
+    image_size: tuple[int, int] = (64, 64)
+    color_mode: str = "rgb"
+    seed: int = 0
+    val_split: float = 0.1
+    test_split: float = 0.1
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_schedule: str = "plateau"
+    warmup_epochs: int = 0
+    patience: int = 6
+    lr_patience: int = 2
+    class_weighting: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    extensions: tuple[str, ...] = tuple(sorted(IMAGE_EXTENSIONS))
+    workers: int = 4
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        size = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
+        object.__setattr__(self, "image_size", size)
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", _augment_from_dict(self.augment))
+        self._validate()
+
+    def _validate(self) -> None:
+        checks = {
+            "arch": (self.arch in ARCHITECTURES, f"one of {sorted(ARCHITECTURES)}"),
+            "epochs": (self.epochs >= 1, ">= 1"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "image_size": (
+                len(self.image_size) == 2 and min(self.image_size) >= 8,
+                "(height, width), each >= 8",
+            ),
+            "color_mode": (self.color_mode in COLOR_MODES, f"one of {sorted(COLOR_MODES)}"),
+            "learning_rate": (self.learning_rate > 0, "> 0"),
+            "lr_schedule": (self.lr_schedule in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
+            "warmup_epochs": (0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
+            "class_weighting": (self.class_weighting in CLASS_WEIGHTING, f"one of {CLASS_WEIGHTING}"),
+            "val_split": (0 <= self.val_split < 1 - self.test_split, "in [0, 1 - test_split)"),
+            "test_split": (0 <= self.test_split < 1, "in [0, 1)"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise InputError(f"{name} must be {expected}. Received: {name}={getattr(self, name)!r}")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        """Read the ``[train]`` table of a job file (``[train.augment]`` for augmentation).
+
+        Relative paths are taken relative to the current directory, as on the CLI. ``overrides``
+        that are not None replace file values, so CLI flags win over the job file.
+        """
+        table = read_toml(Path(path), "train")
+        unknown = sorted(set(table) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise InputError(f"job file {path}: unknown keys in [train]: {unknown}")
+        values = {**table, **{k: v for k, v in overrides.items() if v is not None}}
+        missing = sorted({"data_dir", "out_dir"} - set(values))
+        if missing:
+            raise InputError(f"job file {path}: [train] must set {missing}")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InputError(f"job file {path}: bad [train] settings: {exc}") from exc
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with every override that is not None applied (for CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as recorded in ``bundle.json``."""
+        data = dataclasses.asdict(self)
+        data.update(data_dir=str(self.data_dir), out_dir=str(self.out_dir), image_size=list(self.image_size))
+        data["extensions"] = list(self.extensions)
+        return data
+
+
+def _augment_from_dict(data: dict[str, Any]) -> AugmentConfig:
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(AugmentConfig)})
+    if unknown:
+        raise InputError(f"unknown augment keys: {unknown}")
+    return AugmentConfig(**data)
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """What the per-epoch hook receives: 1-based epoch, its wall time, and Keras' logs plus the rate."""
+
+    epoch: int
+    epochs: int
+    seconds: float
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Decoded splits plus what the bundle records about them."""
+
+    index: DatasetIndex
+    train: LoadedSplit
+    val: LoadedSplit
+    test: LoadedSplit
+
+    @property
+    def bad_files(self) -> tuple[BadFile, ...]:
+        return self.train.bad_files + self.val.bad_files + self.test.bad_files
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`: where the bundle is, its spec, history and the test evaluation."""
+
+    bundle_dir: Path
+    spec: BundleSpec
+    report: EvaluationReport
+    history: tuple[dict[str, float], ...]
+    split_sizes: dict[str, int]
+    bad_files: tuple[BadFile, ...]
+    best_epoch: int
+    wall_time_s: float
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.mean([row["seconds"] for row in self.history])) if self.history else 0.0
+
+
+def train(
+    config: TrainConfig,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train ``config.arch`` on ``config.data_dir`` and write the bundle into ``config.out_dir``.
+
+    ``on_epoch`` is called after every epoch (for progress displays); ``callbacks`` are extra Keras
+    callbacks (for per-batch progress).
+    """
+    started = time.perf_counter()
+    _check_out_dir(config)
+    set_seeds(config.seed)
+    data = prepare_data(config)
+    weights = choose_class_weights(data.train.labels, len(data.index.classes), config.class_weighting)
+    net = build_model(
+        config.arch, len(data.index.classes), config.image_size, config.color_mode, config.arch_options
+    )
+    history = fit(net, data, config, weights, on_epoch, callbacks)
+    report = _evaluate_best(net, data)
+    spec = write_outputs(net, config, data, weights, history, report, time.perf_counter() - started)
+    monitor = "val_loss" if len(data.val) else "loss"
+    return TrainResult(
+        bundle_dir=config.out_dir,
+        spec=spec,
+        report=report,
+        history=tuple(history),
+        split_sizes=data.split_sizes(),
+        bad_files=data.bad_files,
+        best_epoch=best_epoch(history, monitor),
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def _check_out_dir(config: TrainConfig) -> None:
+    if (config.out_dir / SPEC_FILE).exists() and not config.overwrite:
+        raise OutputError(f"{config.out_dir} already holds a model bundle; choose another --out or overwrite")
+    try:
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {config.out_dir}: {exc}") from exc
+
+
+def prepare_data(config: TrainConfig) -> TrainingData:
+    """Index the folder, then decode every split once into uint8 arrays."""
+    started = time.perf_counter()
+    index = index_dataset(config.data_dir, config.val_split, config.test_split, config.extensions)
+    load = {
+        name: load_split(config.data_dir, samples, config.image_size, config.color_mode, config.workers)
+        for name, samples in index.splits.items()
+    }
+    if len(load["train"]) == 0:
+        raise DatasetError(f"no readable training images under {config.data_dir}")
+    bad = sum(len(split.bad_files) for split in load.values())
+    log.info(
+        "decoded %s images in %.1f s (%d unreadable)", index.split_sizes(), time.perf_counter() - started, bad
+    )
+    return TrainingData(index, load["train"], load["val"], load["test"])
+
+
+def choose_class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
+    """Balanced class weights for ``balanced``, or for ``auto`` when classes are imbalanced; else None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes)
+    if mode == "auto" and counts.max() <= IMBALANCE_RATIO * max(counts.min(), 1):
+        return None
+    return class_weights(labels, num_classes)
+
+
+def build_model(
+    arch: str, num_classes: int, image_size: tuple[int, int], color_mode: str, options: dict
+) -> Any:
+    """Look ``arch`` up in :data:`ARCHITECTURES` and build it."""
+    if arch not in ARCHITECTURES:
+        raise InputError(f"unknown architecture. Expected one of {sorted(ARCHITECTURES)}. Received: {arch!r}")
+    module, _, name = ARCHITECTURES[arch].partition(":")
+    builder = getattr(importlib.import_module(module), name)
+    return builder(num_classes, image_size, channels_for(color_mode), **options)
+
+
+def fit(
+    net: Any,
+    data: TrainingData,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> list[dict[str, float]]:
+    """Fit ``net`` (augmentation wrapped around it for training only); returns one row per epoch."""
+    model = _training_model(net, build_augmentation(config.augment, config.seed))
+    steps = math.ceil(len(data.train) / config.batch_size)
+    model.compile(
+        optimizer=make_optimizer(config, steps), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    monitor = "val_loss" if len(data.val) else "loss"
+    recorder = EpochRecorder(config.epochs, on_epoch)
+    model.fit(
+        data.train.images,
+        data.train.labels,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=(data.val.images, data.val.labels) if len(data.val) else None,
+        class_weight=weights,
+        shuffle=True,
+        callbacks=[recorder, *_standard_callbacks(config, monitor), *callbacks],
+        verbose=0,
+    )
+    return recorder.rows
+
+
+def _training_model(net: Any, augmentation: Any) -> Any:
+    if augmentation is None:
+        return net
+    inputs = keras.Input(net.input_shape[1:], name="pixels")
+    return keras.Model(inputs, net(augmentation(inputs)), name=f"{net.name}_training")
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """AdamW; with ``cosine`` the rate warms up linearly, then decays to zero by the last step."""
+    rate: Any = config.learning_rate
+    if config.lr_schedule == "cosine":
+        warmup = config.warmup_epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else config.learning_rate,
+            decay_steps=max(1, config.epochs * steps_per_epoch - warmup),
+            warmup_target=config.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
+    # Decaying BatchNorm scales and biases only fights the normalisation.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
+
+
+def _standard_callbacks(config: TrainConfig, monitor: str) -> list[Any]:
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=0.3, patience=config.lr_patience, min_lr=config.learning_rate * 1e-3
+            )
+        )
+    return callbacks
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Keeps one row per epoch (metrics, learning rate, seconds) and calls the user's hook."""
+
+    def __init__(self, epochs: int, on_epoch: Callable[[EpochInfo], None] | None) -> None:
+        super().__init__()
+        self.epochs, self.on_epoch, self.rows = epochs, on_epoch, []
+        self._started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items()}
+        metrics["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+        seconds = time.perf_counter() - self._started
+        self.rows.append({"epoch": epoch + 1, "seconds": round(seconds, 3), **metrics})
+        if self.on_epoch is not None:
+            self.on_epoch(EpochInfo(epoch + 1, self.epochs, seconds, metrics))
+
+
+def best_epoch(history: Sequence[dict[str, float]], monitor: str) -> int:
+    """1-based epoch with the lowest ``monitor`` (the one EarlyStopping restored)."""
+    values = [row.get(monitor, math.inf) for row in history]
+    return int(history[int(np.argmin(values))]["epoch"]) if history else 0
+
+
+def _evaluate_best(net: Any, data: TrainingData) -> EvaluationReport:
+    from classify_job.evaluate import evaluate_arrays
+
+    split, name = (data.test, "test") if len(data.test) else (data.val, "val")
+    if len(split) == 0:
+        split, name = data.train, "train"
+        log.warning("no test or validation images: the reported metrics are on the training split")
+    return evaluate_arrays(net, data.index.classes, split, name)
+
+
+def write_outputs(
+    net: Any,
+    config: TrainConfig,
+    data: TrainingData,
+    weights: dict[int, float] | None,
+    history: Sequence[dict[str, float]],
+    report: EvaluationReport,
+    wall_time_s: float,
+) -> BundleSpec:
+    """Write the bundle (model.keras, bundle.json) and its reports, history, curves and model card."""
+    from classify_job.evaluate import write_report
+
+    monitor = "val_loss" if len(data.val) else "loss"
+    training = {
+        "config": config.to_dict(),
+        "data_fingerprint": data.index.fingerprint(),
+        "layout": data.index.layout,
+        "split_sizes": data.split_sizes(),
+        "class_weights": {data.index.classes[k]: w for k, w in weights.items()} if weights else None,
+        "bad_files": len(data.bad_files),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch(history, monitor),
+        "wall_time_s": round(wall_time_s, 1),
+        "evaluated_on": report.split,
+    }
+    spec = BundleSpec(
+        labels=data.index.classes,
+        image_size=config.image_size,
+        color_mode=config.color_mode,
+        architecture=config.arch,
+        extra={
+            # evaluate.py reads data_dir, val_split, test_split and extensions from here.
+            "training": {**training["config"], "data_dir": str(config.data_dir.resolve())},
+            "run": {k: v for k, v in training.items() if k != "config"},
+            "metrics": report.summary(),
+            "versions": library_versions(),
+        },
+    )
+    spec = save_bundle(config.out_dir, net, spec)
+    write_report(report, config.out_dir, extra={"model_id": spec.model_id, "training": training})
+    write_bad_files(data.bad_files, config.out_dir / "bad_files.csv")
+    write_history(history, config.out_dir / "history.csv")
+    plot_training_curves(history, config.out_dir / "training_curves.png", training["best_epoch"])
+    write_model_card(spec, report, training, config.out_dir / "README.md")
+    return spec
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the model's numbers."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("classify-job", "keras", "jax", "jaxlib", "numpy", "pillow", "scikit-learn"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def write_history(history: Sequence[dict[str, float]], path: Path) -> None:
+    """One CSV row per epoch: epoch, seconds, learning rate and every Keras metric."""
+    import pandas as pd
+
+    pd.DataFrame(list(history)).to_csv(path, index=False)
+
+
+def write_bad_files(bad_files: Sequence[BadFile], path: Path) -> None:
+    """The files that were skipped, one row each with the reason (header only when there are none)."""
+    import pandas as pd
+
+    pd.DataFrame([dataclasses.asdict(b) for b in bad_files], columns=["relpath", "reason"]).to_csv(
+        path, index=False
+    )
+
+
+def plot_training_curves(history: Sequence[dict[str, float]], path: Path, best: int = 0) -> None:
+    """Loss, accuracy and learning rate per epoch, training next to validation; ``best`` epoch marked."""
+    from matplotlib.ticker import MaxNLocator
+
+    from classify_job.evaluate import _pyplot, _save
+
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, key in zip(axes[:2], ("loss", "accuracy"), strict=True):
+        for name in (key, f"val_{key}"):
+            if history and name in history[0]:
+                ax.plot(
+                    epochs,
+                    [row[name] for row in history],
+                    "-o",
+                    ms=3,
+                    label=name.replace("val_", "validation "),
+                )
+        if best:
+            ax.axvline(best, color="grey", linestyle=":", label=f"best epoch {best}")
+        ax.set(xlabel="epoch", title=key)
+        ax.legend()
+    axes[2].plot(epochs, [row["learning_rate"] for row in history], "-", color="tab:green")
+    axes[2].set(xlabel="epoch", title="learning rate (end of epoch)", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _save(fig, path)
+
+
+def write_model_card(
+    spec: BundleSpec, report: EvaluationReport, training: dict[str, Any], path: Path
+) -> None:
+    """A README.md a person can read: what the model is, what it was trained on, how well it does."""
+    config, pre = training["config"], spec.preprocessing
+    size = f"{spec.image_size[0]}x{spec.image_size[1]} {spec.color_mode}"
+    lines = [
+        f"# Model card: {spec.model_id}",
+        "",
+        f"An image classifier ({spec.architecture}) trained from scratch by `classify_job.train`.",
+        f"It always answers with one of its {len(spec.labels)} labels, even for images of something else.",
+        "",
+        "## Input",
+        f"- Labels: {', '.join(spec.labels)}",
+        f"- Image: {size}, decoded by `{pre['function']}` ({pre['resize']}, EXIF orientation,",
+        "  alpha on white); float32 pixels 0..255, normalisation inside the model.",
+        "",
+        "## Data",
+        f"- Folder: `{config['data_dir']}` (layout {training['layout']})",
+        f"- Fingerprint `{training['data_fingerprint']}` (hash of relative paths and sizes)",
+        f"- Split sizes: {training['split_sizes']}",
+        f"- Unreadable files skipped: {training['bad_files']} (listed in bad_files.csv)",
+        f"- Class weights: {training['class_weights'] or 'none (classes balanced enough)'}",
+        "",
+        "## Training",
+        f"- {training['epochs_run']} of {config['epochs']} epochs (best {training['best_epoch']}), "
+        f"batch {config['batch_size']}, seed {config['seed']}, {training['wall_time_s']:.0f} s",
+        f"- AdamW, learning rate {config['learning_rate']} ({config['lr_schedule']}), "
+        f"weight decay {config['weight_decay']}",
+        f"- Augmentation: {config['augment']}",
+        "",
+        f"## Results on the {report.split} split ({report.num_images} images)",
+        f"- Accuracy {report.accuracy:.4f}, macro F1 {report.macro_f1:.4f}, cross-entropy {report.loss:.4f}",
+        f"- Best class: {report.best_class}; worst class: {report.worst_class}",
+        "",
+        "| class | precision | recall | F1 | images |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
+            for c in report.per_class
+        ),
+        "",
+        "Most frequent confusions:",
+        *(f"- {c.true} -> {c.predicted}: {c.count} ({c.rate:.1%})" for c in report.top_confusions[:5]),
+        "",
+        "Files: metrics.json, per_class.csv, confusion_matrix.csv/png, misclassified.csv (most confident",
+        "mistakes first: check them for label errors), history.csv, training_curves.png, bad_files.csv.",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
