@@ -223,6 +223,110 @@ def merge(
     )
 
 
+@app.command()
+def train(
+    data: Annotated[Path | None, typer.Argument(help="Folder dataset: one subfolder per class.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Bundle directory, e.g. models/NAME.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML job file with a [train] table.")
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="cnn or efficientnet_lite0. [default: cnn]")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
+    color_mode: Annotated[str | None, typer.Option(help="rgb or grayscale.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for splits, initialisation and augmentation.")
+    ] = None,
+    val_split: Annotated[float | None, typer.Option(help="Fraction held out for validation.")] = None,
+    test_split: Annotated[float | None, typer.Option(help="Fraction held out for the final test.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite", help="Replace an existing bundle in --out.")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Train a classifier on DATA and write a model bundle (model, labels, metrics, plots) to --out."""
+    options = {
+        "data_dir": data, "out_dir": out, "arch": arch, "epochs": epochs, "batch_size": batch_size,
+        "image_size": image_size, "color_mode": color_mode, "seed": seed, "val_split": val_split,
+        "test_split": test_split, "learning_rate": learning_rate, "overwrite": overwrite,
+    }  # fmt: skip
+    setup_logging(verbose)
+    guarded(lambda: _train(config, options), verbose)
+
+
+def _train(config_file: Path | None, options: dict[str, Any]) -> None:
+    from classify_job.console import epoch_reporter, evaluation_table, stdout
+    from classify_job.train import TrainConfig, train
+
+    if config_file is not None:
+        config = TrainConfig.from_toml(config_file, **options)
+    elif options["data_dir"] is None or options["out_dir"] is None:
+        raise errors.InputError("give DATA and --out (or a job file with --config)")
+    else:
+        config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    with epoch_reporter(config.epochs) as on_epoch:
+        result = train(config, on_epoch)
+    stdout.print(evaluation_table(result.report))
+    stdout.print(
+        f"Bundle: {result.bundle_dir} ({result.spec.model_id}); {len(result.history)} epochs, "
+        f"{result.seconds_per_epoch:.1f} s/epoch, {result.wall_time_s:.0f} s in all; "
+        f"{len(result.bad_files)} unreadable files skipped",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    data: Annotated[Path, typer.Argument(help="Labelled folder dataset (class subfolders).")],
+    split: Annotated[str, typer.Option(help="auto, all, train, val or test.")] = "auto",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write metrics, CSVs and plots here.")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Evaluate BUNDLE on DATA: accuracy, loss, per-class precision/recall/F1, confusion matrix."""
+    from classify_job.console import evaluation_table, stdout
+    from classify_job.evaluate import evaluate as run_evaluation
+
+    setup_logging(verbose)
+    report = guarded(lambda: run_evaluation(bundle, data, out, split), verbose)
+    stdout.print(evaluation_table(report))
+    for c in report.top_confusions[:5]:
+        stdout.print(f"  {c.true} -> {c.predicted}: {c.count} ({c.rate:.1%})", markup=False)
+    if out is not None:
+        stdout.print(f"Report files: {out}", markup=False, soft_wrap=True)
+
+
+@app.command("check-data")
+def check_data(
+    data: Annotated[Path, typer.Argument(help="Folder dataset to inspect.")],
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any problem is found.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Find corrupt, duplicate and mislabeled-looking files; report class balance, sizes and modes."""
+    from classify_job import checkdata
+    from classify_job.console import data_report_table, stdout
+
+    setup_logging(verbose)
+    report = guarded(lambda: checkdata.check_data(data), verbose)
+    stdout.print(data_report_table(report))
+    for problem in report.problems:
+        stdout.print(f"problem: {problem}", markup=False)
+    for bad in report.corrupt[:20]:
+        stdout.print(f"  unreadable: {bad.relpath}: {bad.reason}", markup=False)
+    for mismatch in report.format_mismatches[:20]:
+        stdout.print(f"  {mismatch.relpath} is {mismatch.actual_format}", markup=False)
+    if strict and report.problems:
+        raise typer.Exit(2)
+
+
 pretrained_app = typer.Typer(help="Pretrained backbones (ImageNet EfficientNet-Lite0).", no_args_is_help=True)
 app.add_typer(pretrained_app, name="pretrained")
 

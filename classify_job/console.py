@@ -84,3 +84,44 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for label, count in summary["labels"].items():
         table.add_row(label, str(count), f"{count / ok:.1%}")
     return table
+
+
+@contextmanager
+def epoch_reporter(epochs: int) -> Iterator[Any]:
+    """A per-epoch callback for training: a bar plus one line of metrics per epoch."""
+    with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=stderr, disable=not is_interactive()) as bar:  # fmt: skip
+        task = bar.add_task("train", total=epochs)
+
+        def update(info: Any) -> None:
+            shown = " ".join(f"{k} {v:.4g}" for k, v in info.metrics.items() if isinstance(v, float))
+            bar.console.print(f"epoch {info.epoch}/{info.epochs} {info.seconds:.1f}s {shown}", markup=False)
+            bar.update(task, completed=info.epoch)
+
+        yield update
+
+
+def evaluation_table(report: Any) -> Table:
+    """Per-class precision/recall/F1 and the headline numbers of an EvaluationReport."""
+    table = Table(
+        title=f"{report.num_images} images ({report.split}): accuracy {report.accuracy:.2%}, "
+        f"loss {report.loss:.4f}, macro F1 {report.macro_f1:.4f}"
+    )
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for c in report.per_class:
+        table.add_row(c.label, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+    return table
+
+
+def data_report_table(report: Any) -> Table:
+    """Class balance and findings of a DataReport."""
+    table = Table(title=f"{report.root}: {report.num_files} files, layout {report.layout}")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for label, count in report.class_counts.items():
+        table.add_row(label, str(count))
+    modes = ", ".join(f"{k} {v}" for k, v in report.modes.items())
+    formats = ", ".join(f"{k} {v}" for k, v in report.formats.items())
+    table.caption = f"modes: {modes}; formats: {formats}"
+    return table

@@ -192,3 +192,50 @@ def test_classify_writes_html_report_and_tag_joins_a_catalog(tiny_tree, color_bu
     assert tagged.loc["red_0", "label"] == "red" and tagged.loc["blue_1", "label"] == "blue"
     bad = invoke("tag", out, "--catalog", catalog, "--key-column", "nope", "--key-from", r"(\w+)")
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_train_evaluate_check_data_then_classify_with_the_new_bundle(tiny_tree, tmp_path):
+    data, bundle = tiny_tree(per_class=10), tmp_path / "models" / "tiny"
+    (data / "red" / "broken.png").write_bytes(b"not a png")
+    args = [
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "16",
+        "--val-split",
+        "0.2",
+        "--test-split",
+        "0.2",
+    ]
+    result = invoke("train", data, "--out", bundle, *args)
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "1 unreadable files skipped" in result.output.replace("\n", " ")
+    for name in (
+        "model.keras",
+        "bundle.json",
+        "metrics.json",
+        "history.csv",
+        "confusion_matrix.png",
+        "README.md",
+    ):
+        assert (bundle / name).is_file(), name
+    assert invoke("train", data, "--out", bundle, *args).exit_code == 4  # never overwrites silently
+
+    result = invoke("evaluate", bundle, data, "--split", "all", "--out", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == 30
+
+    result = invoke("check-data", data, "--strict")
+    assert result.exit_code == 2 and "unreadable" in result.output
+
+    result = invoke("classify", data, "--model", bundle, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_parquet(tmp_path / "out" / "predictions")) == 31
+
+
+def test_train_without_data_or_with_a_bad_arch_is_one_line(tmp_path):
+    assert "give DATA and --out" in invoke("train").output
+    result = invoke("train", tmp_path, "--out", tmp_path / "m", "--arch", "resnet9000")
+    assert result.exit_code == 2 and "arch must be one of" in result.output
