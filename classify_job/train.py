@@ -45,7 +45,14 @@ log = logging.getLogger(__name__)
 # and returns a Keras model mapping float32 pixels 0..255 to probabilities. Add a network in one line.
 ARCHITECTURES: dict[str, str] = {
     "cnn": "classify_job.nets.cnn:build_cnn",
+    "efficientnet_lite0": "classify_job.finetune:build_pretrained_classifier",
 }
+# Architectures with their own training recipe: "module:function" taking fit()'s arguments and
+# returning (history rows, facts for bundle.json's extra). The others go through fit().
+FITTERS: dict[str, str] = {"efficientnet_lite0": "classify_job.finetune:fit_pretrained"}
+DEFAULT_IMAGE_SIZES: dict[str, tuple[int, int]] = {"efficientnet_lite0": (224, 224)}
+DEFAULT_IMAGE_SIZE = (64, 64)
+ARCH_COLOR_MODES: dict[str, tuple[str, ...]] = {"efficientnet_lite0": ("rgb",)}  # default: all
 LR_SCHEDULES = ("plateau", "cosine")
 CLASS_WEIGHTING = ("auto", "balanced", "none")
 IMBALANCE_RATIO = 1.5  # "auto" weights classes once the largest is this many times the smallest
@@ -60,7 +67,7 @@ class TrainConfig:
     arch: str = "cnn"
     epochs: int = 30
     batch_size: int = 128
-    image_size: tuple[int, int] = (64, 64)
+    image_size: tuple[int, int] | None = None  # None: the architecture's default
     color_mode: str = "rgb"
     seed: int = 0
     val_split: float = 0.1
@@ -80,6 +87,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         size = self.image_size
+        if size is None:
+            size = DEFAULT_IMAGE_SIZES.get(self.arch, DEFAULT_IMAGE_SIZE)
         size = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
         object.__setattr__(self, "image_size", size)
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -90,6 +99,7 @@ class TrainConfig:
         self._validate()
 
     def _validate(self) -> None:
+        modes = ARCH_COLOR_MODES.get(self.arch, COLOR_MODES)
         checks = {
             "arch": (self.arch in ARCHITECTURES, f"one of {sorted(ARCHITECTURES)}"),
             "epochs": (self.epochs >= 1, ">= 1"),
@@ -98,7 +108,7 @@ class TrainConfig:
                 len(self.image_size) == 2 and min(self.image_size) >= 8,
                 "(height, width), each >= 8",
             ),
-            "color_mode": (self.color_mode in COLOR_MODES, f"one of {sorted(COLOR_MODES)}"),
+            "color_mode": (self.color_mode in modes, f"one of {sorted(modes)} for arch={self.arch!r}"),
             "learning_rate": (self.learning_rate > 0, "> 0"),
             "lr_schedule": (self.lr_schedule in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
             "warmup_epochs": (0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
@@ -212,9 +222,9 @@ def train(
     net = build_model(
         config.arch, len(data.index.classes), config.image_size, config.color_mode, config.arch_options
     )
-    history = fit(net, data, config, weights, on_epoch, callbacks)
+    history, facts = fit_function(config.arch)(net, data, config, weights, on_epoch, callbacks)
     report = _evaluate_best(net, data)
-    spec = write_outputs(net, config, data, weights, history, report, time.perf_counter() - started)
+    spec = write_outputs(net, config, data, weights, history, report, time.perf_counter() - started, facts)
     monitor = "val_loss" if len(data.val) else "loss"
     return TrainResult(
         bundle_dir=config.out_dir,
@@ -270,9 +280,19 @@ def build_model(
     """Look ``arch`` up in :data:`ARCHITECTURES` and build it."""
     if arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture. Expected one of {sorted(ARCHITECTURES)}. Received: {arch!r}")
-    module, _, name = ARCHITECTURES[arch].partition(":")
-    builder = getattr(importlib.import_module(module), name)
-    return builder(num_classes, image_size, channels_for(color_mode), **options)
+    return _resolve(ARCHITECTURES[arch])(num_classes, image_size, channels_for(color_mode), **options)
+
+
+def fit_function(arch: str) -> Callable[..., tuple[list[dict[str, float]], dict[str, Any]]]:
+    """The recipe in :data:`FITTERS` for ``arch``, else :func:`fit` (which adds no bundle facts)."""
+    if arch in FITTERS:
+        return _resolve(FITTERS[arch])
+    return lambda *args: (fit(*args), {})
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def fit(
@@ -387,8 +407,12 @@ def write_outputs(
     history: Sequence[dict[str, float]],
     report: EvaluationReport,
     wall_time_s: float,
+    facts: dict[str, Any] | None = None,
 ) -> BundleSpec:
-    """Write the bundle (model.keras, bundle.json) and its reports, history, curves and model card."""
+    """Write the bundle (model.keras, bundle.json) and its reports, history, curves and model card.
+
+    ``facts`` from an architecture's own recipe (e.g. pretrained weights' source) join bundle.json's extra.
+    """
     from classify_job.evaluate import write_report
 
     monitor = "val_loss" if len(data.val) else "loss"
@@ -415,6 +439,7 @@ def write_outputs(
             "run": {k: v for k, v in training.items() if k != "config"},
             "metrics": report.summary(),
             "versions": library_versions(),
+            **(facts or {}),
         },
     )
     spec = save_bundle(config.out_dir, net, spec)
@@ -496,7 +521,9 @@ def write_model_card(
     lines = [
         f"# Model card: {spec.model_id}",
         "",
-        f"An image classifier ({spec.architecture}) trained from scratch by `classify_job.train`.",
+        f"An image classifier ({spec.architecture}) "
+        f"{'fine-tuned from ImageNet weights' if 'pretrained' in spec.extra else 'trained from scratch'}"
+        " by `classify_job.train`.",
         f"It always answers with one of its {len(spec.labels)} labels, even for images of something else.",
         "",
         "## Input",
