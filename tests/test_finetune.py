@@ -149,11 +149,11 @@ def test_the_better_phase_is_kept(tiny_tree, tmp_path, monkeypatch):
 
     options = finetune.FinetuneOptions(fine_tune_blocks=1)
     monkeypatch.setattr(finetune, "fine_tune", fake_fine_tune(2.0))
-    rows, kept = finetune._phase_two(net, data, config, None, options, phase_one, None, (), 2)
+    rows, kept = finetune._phase_two(net, data, config, None, options, phase_one, None, ())
     assert kept == 1 and rows[0]["phase"] == 2 and rows[0]["epoch"] == 2
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, net.weights, strict=True))
     monkeypatch.setattr(finetune, "fine_tune", fake_fine_tune(0.5))
-    _, kept = finetune._phase_two(net, data, config, None, options, phase_one, None, (), 2)
+    _, kept = finetune._phase_two(net, data, config, None, options, phase_one, None, ())
     assert kept == 2 and not np.array_equal(before[-2], net.get_layer("predictions").kernel.numpy())
 
 
