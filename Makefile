@@ -6,12 +6,16 @@ STAMP  := $(VENV)/.installed
 
 DIR    ?=
 MODEL  ?= models/sample
-OUT    ?= out/$(notdir $(abspath $(or $(DIR),data/sample)))
+OUT    ?= out/$(notdir $(abspath $(DIR)))
 ARGS   ?=
+DATA   ?=
+NAME   ?= $(notdir $(abspath $(DATA)))
+TRAIN_ARGS ?= --arch efficientnet_lite0
 
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: install install-airflow classify report test test-slow test-all lint format clean
+.PHONY: install install-airflow classify demo train check-data evaluate bench-backbone bench-engines \
+	bench-finetune bench-fashion-mnist report test test-slow test-all lint format clean
 
 install: $(STAMP)
 
@@ -28,8 +32,36 @@ $(AIRFLOW_VENV)/.installed: jobs/airflow/requirements.txt
 	$(AIRFLOW_VENV)/bin/pip install --quiet -r jobs/airflow/requirements.txt
 	touch $@
 
-classify: install  ## make classify DIR=photos/ MODEL=models/NAME OUT=out/NAME
+classify: install  ## no DIR: the built-in sample end to end; else: make classify DIR=photos/ MODEL=models/NAME OUT=out/NAME
+ifeq ($(strip $(DIR)),)
+	$(BIN)/classify-job demo $(ARGS)
+else
 	$(BIN)/classify-job classify $(DIR) --model $(MODEL) --out $(OUT) $(ARGS)
+endif
+
+demo: install  ## the zero-argument path from scratch: regenerate, retrain, reclassify
+	$(BIN)/classify-job demo --fresh $(ARGS)
+
+train: install  ## make train DATA=photos/ NAME=jeans [ARGS="--arch cnn --epochs 20"]
+	$(BIN)/classify-job train $(DATA) --out models/$(NAME) $(TRAIN_ARGS) $(ARGS)
+
+check-data: install  ## make check-data DATA=photos/
+	$(BIN)/classify-job check-data $(DATA)
+
+evaluate: install  ## make evaluate MODEL=models/NAME DATA=photos/
+	$(BIN)/classify-job evaluate $(MODEL) $(DATA)
+
+bench-backbone: install  ## fast vs stock EfficientNet-Lite0 forward images/s (JSON)
+	$(BIN)/python benchmarks/bench_backbone.py
+
+bench-engines: install  ## local vs Ray engine on the same tree (JSON)
+	$(BIN)/python benchmarks/bench_engines.py
+
+bench-finetune: install  ## fine-tune wall time and accuracy: sample data and a Fashion-MNIST subset (JSON)
+	$(BIN)/python benchmarks/bench_finetune.py
+
+bench-fashion-mnist: install  ## CNN from scratch on Fashion-MNIST, official test split (JSON)
+	$(BIN)/python benchmarks/bench_fashion_mnist.py
 
 report: install  ## make report OUT=out/NAME
 	$(BIN)/classify-job report $(OUT)
