@@ -349,7 +349,7 @@ def plot_per_class(report: EvaluationReport, path: Path) -> None:
     """Grouped bars of precision, recall and F1 per class, with the macro F1 as a line."""
     plt = _pyplot()
     k = len(report.labels)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * k + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.7 * k + 3.5), 4.5))
     x = np.arange(k)
     for offset, name in zip((-0.27, 0.0, 0.27), ("precision", "recall", "f1"), strict=True):
         ax.bar(x + offset, [getattr(c, name) for c in report.per_class], width=0.27, label=name)
@@ -358,7 +358,7 @@ def plot_per_class(report: EvaluationReport, path: Path) -> None:
     )
     ax.set(xticks=x, ylim=(0, 1.05), ylabel="score", title=f"Per-class metrics ({report.split})")
     ax.set_xticklabels(report.labels, rotation=45, ha="right")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     _save(fig, path)
 
 

@@ -420,6 +420,7 @@ def write_outputs(
         "config": config.to_dict(),
         "data_fingerprint": data.index.fingerprint(),
         "layout": data.index.layout,
+        "parameters": int(net.count_params()),
         "split_sizes": data.split_sizes(),
         "class_weights": {data.index.classes[k]: w for k, w in weights.items()} if weights else None,
         "bad_files": len(data.bad_files),
@@ -541,9 +542,10 @@ def write_model_card(
         "## Training",
         f"- {training['epochs_run']} of {config['epochs']} epochs (best {training['best_epoch']}), "
         f"batch {config['batch_size']}, seed {config['seed']}, {training['wall_time_s']:.0f} s",
-        f"- AdamW, learning rate {config['learning_rate']} ({config['lr_schedule']}), "
+        f"- {training['parameters']:,} parameters; AdamW, learning rate {config['learning_rate']} "
+        f"({config['lr_schedule']}), "
         f"weight decay {config['weight_decay']}",
-        f"- Augmentation: {config['augment']}",
+        f"- Augmentation: {describe_augmentation(config['augment'])}",
         "",
         f"## Results on the {report.split} split ({report.num_images} images)",
         f"- Accuracy {report.accuracy:.4f}, macro F1 {report.macro_f1:.4f}, cross-entropy {report.loss:.4f}",
@@ -563,3 +565,13 @@ def write_model_card(
         "mistakes first: check them for label errors), history.csv, training_curves.png, bad_files.csv.",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def describe_augmentation(augment: dict[str, Any]) -> str:
+    """``flip horizontal, translate 0.071`` from the recorded settings; ``none`` when all are off."""
+    active = [
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in augment.items()
+        if v not in (0, "none")
+    ]
+    return ", ".join(active) or "none"

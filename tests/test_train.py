@@ -71,10 +71,10 @@ def test_cnn_outputs_probabilities_for_any_size(size):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_stage_widths_pool_to_at_most_8_pixels():
-    assert stage_widths(14, 128) == [64, 128]
-    assert stage_widths(32, 128) == [32, 64, 128]
-    assert stage_widths(8, 64) == [64]
+def test_stage_widths_pool_to_at_most_4_pixels():
+    assert stage_widths(14, 256) == [64, 128, 256]
+    assert stage_widths(32, 128) == [32, 32, 64, 128]
+    assert stage_widths(4, 64) == [64]
 
 
 def test_cosine_schedule_warms_up_then_decays(tmp_path):

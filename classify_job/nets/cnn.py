@@ -4,9 +4,9 @@ Why this shape: on a 2-core CPU the convolution backward pass dominates training
 scales with (pixels x channels^2). So the stem is a lossless space-to-depth (2x2 pixels become 4
 channels) instead of full-resolution convolutions: every later convolution runs on 4x fewer
 positions. Stages of two 3x3 conv-BN-ReLU blocks follow, halving resolution with max-pooling until
-the feature map is at most 8 pixels wide; channels double per stage up to ``top_width`` (multiples
-of 16). Global average pooling, dropout and a softmax head finish it. Only stock Keras layers are
-used, so bundles load in Keras' safe mode without registering anything.
+the feature map is at most 4 pixels wide (28 -> 14 -> 7 -> 3 for Fashion-MNIST); channels double
+per stage up to ``top_width`` (multiples of 16). Global average pooling, dropout and a softmax head
+finish it. Only stock Keras layers are used, so bundles load in Keras' safe mode as they are.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from keras import layers
 from classify_job.errors import InputError
 
 MIN_WIDTH = 32
-FINAL_RESOLUTION = 8
+FINAL_RESOLUTION = 4
 LARGE_INPUT = 128  # from this size on, the stem folds 4x4 patches instead of 2x2
 # Keras' default 0.99 lets the inference statistics lag ~100 steps behind the weights: on small
 # datasets (tens of steps per epoch) validation loss, and so early stopping, would judge stale stats.
@@ -35,7 +35,7 @@ def cnn(
     num_classes: int,
     image_size: tuple[int, int],
     channels: int,
-    top_width: int = 128,
+    top_width: int = 256,
     dropout: float = 0.3,
     name: str = "cnn",
 ) -> keras.Model:
@@ -56,7 +56,7 @@ def cnn(
 
 
 def stage_widths(resolution: int, top_width: int) -> list[int]:
-    """Channels per stage: enough stages to pool ``resolution`` down to <= 8, doubling to ``top_width``."""
+    """Channels per stage: enough stages to pool ``resolution`` down to <= 4, doubling to ``top_width``."""
     stages = 1
     while resolution > FINAL_RESOLUTION:
         resolution //= 2
