@@ -1,46 +1,31 @@
 """``OUT/report.html``: one self-contained page about a classify run, built from the Parquet output.
 
-A single streaming pass keeps only per-label confidence histograms, the most and least confident
-rows of each label and the review queue, each in a bounded list, so a run of millions of images
-costs a few columns of memory per batch; only the kept rows are decoded into thumbnails.
+The rows shown come from one streaming pass (:mod:`classify_job.reportsamples`), so a run of
+millions of images costs a few columns of memory per batch; only the kept rows are decoded into
+thumbnails (:mod:`classify_job.thumbnails`).
 """
 
 from __future__ import annotations
 
 import base64
-import heapq
 import html
-import io
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from PIL import Image, ImageOps
 
 from classify_job.bundle import read_spec
 from classify_job.errors import BundleError, InputError, OutputError
 from classify_job.report import build_summary
+from classify_job.reportsamples import BINS, Sample, Samples, collect_samples
+from classify_job.review import check_review_settings
 from classify_job.sink import list_parts, read_part_metadata
-from classify_job.tagging import (
-    check_review_settings,
-    iter_prediction_batches,
-    prob_matrix,
-    review_reasons,
-    top_two_margin,
-)
+from classify_job.thumbnails import make_thumbnails
 
 REPORT_HTML = "report.html"
-_COLUMNS = ("path", "relpath", "status", "label", "confidence")
-_BINS = 20
-_SHOWN_PROBS = 3
-_THUMB_WORKERS = 4  # PIL releases the GIL while decoding, so threads overlap file reads and decodes
 
 
 def write_html_report(
@@ -83,170 +68,7 @@ def _check_settings(threshold: float, margin: float, **counts: int) -> None:
             raise InputError(f"{name} must be at least 1. Received: {value}")
 
 
-# ---------------------------------------------------------------- streaming selection
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One kept row: what a thumbnail caption and the review table show."""
-
-    relpath: str
-    path: str
-    label: str
-    confidence: float
-    margin: float
-    reason: str
-    top: tuple[tuple[str, float], ...]
-
-
-class BoundedList:
-    """The ``size`` samples with the smallest ``key`` offered so far, smallest first."""
-
-    def __init__(self, size: int, key: Callable[[Sample], Any]) -> None:
-        self.size, self.key, self.items = size, key, []
-
-    def offer(self, samples: Iterable[Sample]) -> None:
-        self.items = heapq.nsmallest(self.size, [*self.items, *samples], key=self.key)
-
-
-def _most_confident(s: Sample) -> tuple[float, str]:
-    return -s.confidence, s.relpath
-
-
-def _least_confident(s: Sample) -> tuple[float, str]:
-    return s.confidence, s.relpath
-
-
-@dataclass
-class Samples:
-    """What one pass over the predictions keeps: per label a histogram and the extremes, plus the
-    review queue and how many rows it holds in all."""
-
-    threshold: float
-    margin: float
-    per_label: int
-    review: BoundedList
-    hist: dict[str, np.ndarray] = field(default_factory=dict)
-    top: dict[str, BoundedList] = field(default_factory=dict)
-    bottom: dict[str, BoundedList] = field(default_factory=dict)
-    review_total: int = 0
-
-    def add_label(self, label: str, rows: _Rows, index: np.ndarray) -> None:
-        if label not in self.hist:
-            self.hist[label] = np.zeros(_BINS, dtype=np.int64)
-            self.top[label] = BoundedList(self.per_label, _most_confident)
-            self.bottom[label] = BoundedList(self.per_label, _least_confident)
-        conf = rows.confidence[index]
-        self.hist[label] += np.histogram(conf, bins=_BINS, range=(0.0, 1.0))[0]
-        self.top[label].offer(rows.samples(rows.smallest(-conf, index, self.per_label)))
-        self.bottom[label].offer(rows.samples(rows.smallest(conf, index, self.per_label)))
-
-    def add_review(self, rows: _Rows, index: np.ndarray) -> None:
-        self.review_total += len(index)
-        self.review.offer(rows.samples(rows.smallest(rows.confidence[index], index, self.review.size)))
-
-    def paths(self) -> list[str]:
-        kept = [*self.review.items]
-        for label in self.hist:
-            kept += self.top[label].items + self.bottom[label].items
-        return sorted({s.path for s in kept})
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """One record batch as arrays; ``samples`` materialises only the rows asked for."""
-
-    batch: pa.RecordBatch
-    ok: np.ndarray
-    confidence: np.ndarray
-    margin: np.ndarray
-    reason: np.ndarray
-    prob_labels: list[str]
-    probs: np.ndarray
-
-    def smallest(self, values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
-        """The rows of ``index`` with the ``n`` smallest ``values``, ties broken by relpath as
-        :class:`BoundedList` breaks them, so what is kept never depends on batch boundaries."""
-        if len(index) <= n:
-            return index
-        kth = np.partition(values, n - 1)[n - 1]
-        below, ties = index[values < kth], index[values == kth]
-        by_name = pc.sort_indices(self.batch.column("relpath").take(pa.array(ties))).to_numpy()
-        return np.concatenate([below, ties[by_name[: n - len(below)]]])
-
-    def samples(self, index: np.ndarray) -> list[Sample]:
-        taken = self.batch.select(["relpath", "path", "label"]).take(pa.array(index, pa.int64())).to_pylist()
-        return [self._sample(row, int(i)) for row, i in zip(taken, index, strict=True)]
-
-    def _sample(self, row: dict[str, Any], i: int) -> Sample:
-        order = np.argsort(-self.probs[i], kind="stable")[:_SHOWN_PROBS]
-        top = tuple((self.prob_labels[j], float(self.probs[i, j])) for j in order)
-        conf, margin = float(self.confidence[i]), float(self.margin[i])
-        return Sample(row["relpath"], row["path"], row["label"], conf, margin, str(self.reason[i]), top)
-
-
-def collect_samples(out: Path, threshold: float, margin: float, per_label: int, review_limit: int) -> Samples:
-    """Stream the predictions once and keep histograms, extremes per label and the review queue."""
-    review = BoundedList(review_limit, _least_confident)
-    samples = Samples(threshold=threshold, margin=margin, per_label=per_label, review=review)
-    for batch in iter_prediction_batches(out, _COLUMNS):
-        rows = _batch_rows(batch, threshold, margin)
-        labels = pc.dictionary_encode(batch.column("label"))
-        codes = labels.indices.to_numpy(zero_copy_only=False)
-        for code, label in enumerate(labels.dictionary.to_pylist()):
-            samples.add_label(label, rows, np.flatnonzero(rows.ok & (codes == code)))
-        samples.add_review(rows, np.flatnonzero(rows.ok & (rows.reason != "")))
-    return samples
-
-
-def _batch_rows(batch: pa.RecordBatch, threshold: float, margin: float) -> _Rows:
-    confidence = batch.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
-    prob_labels, probs = prob_matrix(batch)
-    margins = top_two_margin(probs).astype(np.float64)
-    reason = review_reasons(confidence, margins, threshold, margin)
-    ok = pc.equal(batch.column("status"), "ok").to_numpy(zero_copy_only=False) & ~np.isnan(confidence)
-    return _Rows(batch, ok, confidence, margins, reason, prob_labels, probs)
-
-
-# ---------------------------------------------------------------- thumbnails and model facts
-
-
-def make_thumbnails(paths: list[str], px: int) -> dict[str, str]:
-    """A ``data:`` URI for each path: a small JPEG, or a placeholder when the file cannot be read."""
-    with ThreadPoolExecutor(_THUMB_WORKERS) as pool:
-        return dict(zip(paths, pool.map(lambda p: thumbnail_uri(p, px), paths), strict=True))
-
-
-def thumbnail_uri(path: str, px: int) -> str:
-    """A JPEG thumbnail (longest side ``px``) as a ``data:`` URI, decoded with JPEG draft mode."""
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (px, px))
-            img = ImageOps.exif_transpose(img)
-            img.thumbnail((px, px))
-            buffer = io.BytesIO()
-            _on_white(img).save(buffer, "JPEG", quality=70, optimize=True)
-    except Exception:  # PIL raises many types for a vanished, damaged or foreign file
-        return _placeholder_uri(px)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _on_white(img: Image.Image) -> Image.Image:
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, "white")
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return img.convert("RGB")
-
-
-def _placeholder_uri(px: int) -> str:
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{px}" height="{px}">'
-        f'<rect width="100%" height="100%" fill="#e5e7eb"/><text x="50%" y="50%" fill="#6b7280" '
-        f'font-family="sans-serif" font-size="12" text-anchor="middle">unreadable</text></svg>'
-    )
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+# ---------------------------------------------------------------- model facts
 
 
 def _model_facts(out: Path, model_id: str | None) -> dict[str, Any]:
@@ -373,7 +195,7 @@ def _confidence_section(samples: Samples) -> str:
         for label in sorted(samples.hist)
     )
     hint = (
-        f"Images per confidence bin of width {1 / _BINS:g} (hover a bar for its count); "
+        f"Images per confidence bin of width {1 / BINS:g} (hover a bar for its count); "
         f"the dashed line is the review threshold {samples.threshold:g}."
     )
     return f'<p class="hint">{hint}</p><div class="hists">{charts}</div>'

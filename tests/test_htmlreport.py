@@ -13,10 +13,11 @@ from PIL import Image
 
 from classify_job.config import ClassifyConfig
 from classify_job.errors import InputError
-from classify_job.htmlreport import collect_samples, write_html_report
+from classify_job.htmlreport import write_html_report
 from classify_job.job import run_classify
+from classify_job.reportsamples import collect_samples
+from classify_job.review import review_reasons
 from classify_job.sink import TIMESTAMP, PartWriter, predictions_schema
-from classify_job.tagging import review_reasons
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"

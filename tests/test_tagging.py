@@ -9,7 +9,8 @@ from conftest import write_image
 from classify_job.config import ClassifyConfig
 from classify_job.errors import InputError
 from classify_job.job import run_classify
-from classify_job.tagging import review_reasons, tag_catalog, top_two_margin
+from classify_job.review import review_reasons, top_two_margin
+from classify_job.tagging import tag_catalog
 
 KEY_FROM = r"^(?P<key>\w+)/"  # the first folder of the relpath is the product key
 CATALOG = """sku,name,price
