@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classify_job import pretrained
+from classify_job import pretrained, torchfile
 from classify_job.errors import WeightsError
 from classify_job.imageio import load_image
 from classify_job.nets.efficientnet_lite import build_backbone, build_imagenet_classifier
@@ -59,7 +59,7 @@ def write_legacy_torch(path, tensors, storages, state_pickle: bytes | None = Non
         "type_sizes": {"short": 2, "int": 4, "long": 4},
     }
     with open(path, "wb") as f:
-        for header in (pretrained.LEGACY_MAGIC, pretrained.LEGACY_PROTOCOL, sys_info):
+        for header in (torchfile.LEGACY_MAGIC, torchfile.LEGACY_PROTOCOL, sys_info):
             f.write(pickle.dumps(header, protocol=2))
         f.write(state_pickle or state)
         f.write(pickle.dumps(list(storages), protocol=2))
@@ -80,7 +80,7 @@ def test_reader_rebuilds_views_offsets_and_dtypes(tmp_path):
     path = tmp_path / "tiny.pth"
     write_legacy_torch(path, TENSORS, STORAGES)
 
-    state = pretrained.read_legacy_torch(path)
+    state = torchfile.read_legacy_torch(path)
 
     grid = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert list(state) == list(TENSORS)
@@ -97,7 +97,7 @@ def test_reader_refuses_any_other_global(tmp_path, module, name):
     evil = b"\x80\x02" + _global(module, name) + _tuple(_str("echo pwned")) + b"R."
     write_legacy_torch(path, TENSORS, STORAGES, state_pickle=evil)
     with pytest.raises(WeightsError, match=re.escape(f"forbidden global: {module}.{name}")):
-        pretrained.read_legacy_torch(path)
+        torchfile.read_legacy_torch(path)
 
 
 def test_reader_rejects_truncated_and_foreign_files(tmp_path):
@@ -105,21 +105,21 @@ def test_reader_rejects_truncated_and_foreign_files(tmp_path):
     write_legacy_torch(path, TENSORS, STORAGES)
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(WeightsError, match="cannot read"):
-        pretrained.read_legacy_torch(path)
+        torchfile.read_legacy_torch(path)
     path.write_bytes(pickle.dumps(123, protocol=2))
     with pytest.raises(WeightsError, match="not a legacy torch file"):
-        pretrained.read_legacy_torch(path)
+        torchfile.read_legacy_torch(path)
 
 
 def test_reader_rejects_a_tensor_reaching_past_its_storage(tmp_path):
     path = tmp_path / "bad.pth"
     write_legacy_torch(path, {"w": ("7", 10, (3,), (1,))}, {"7": STORAGES["7"]})
     with pytest.raises(WeightsError, match="past the end"):
-        pretrained.read_legacy_torch(path)
+        torchfile.read_legacy_torch(path)
 
 
 def test_packaged_file_has_the_published_tensors():
-    state = pretrained.read_legacy_torch(pretrained.package_weights_file())
+    state = torchfile.read_legacy_torch(pretrained.package_weights_file())
     assert len(state) == 296
     assert sum(a.size for a in state.values()) == pretrained.TORCH_NUMBERS == 4_694_073
     assert sum(name.endswith(".num_batches_tracked") for name in state) == 49
@@ -151,7 +151,7 @@ def test_import_converts_once_into_the_cache(weights_file):
 
 def test_conversion_refuses_a_missing_or_misshapen_tensor():
     model = build_imagenet_classifier(32, random_init=False)
-    state = pretrained.read_legacy_torch(pretrained.package_weights_file())
+    state = torchfile.read_legacy_torch(pretrained.package_weights_file())
     misshapen = dict(state, **{"_blocks.3._bn1.bias": state["_blocks.3._bn1.bias"].reshape(1, -1)})
     with pytest.raises(WeightsError, match="block3_dw_bn"):
         pretrained.convert_state_dict(misshapen, model)
