@@ -152,8 +152,11 @@ def cache_features(
     """
     clean = feature_function(backbone)
     parts = [extract_features(clean, data.train.images, options.feature_batch_size)]
-    if options.augmented_views:
-        augmented = feature_function(backbone, build_augmentation(config.augment, config.seed))
+    augmentation = build_augmentation(config.augment, config.seed) if options.augmented_views else None
+    if options.augmented_views and augmentation is None:
+        log.warning("augmented_views=%d ignored: augmentation is off", options.augmented_views)
+    if augmentation is not None:
+        augmented = feature_function(backbone, augmentation)
         parts += [
             extract_features(augmented, data.train.images, options.feature_batch_size)
             for _ in range(options.augmented_views)

@@ -12,13 +12,14 @@ import pytest
 from classify_job import finetune, pretrained
 from classify_job.bundle import load_bundle
 from classify_job.config import ClassifyConfig
-from classify_job.dataset import AugmentConfig
+from classify_job.dataset import AugmentConfig, build_augmentation
 from classify_job.errors import InputError
 from classify_job.job import run_classify
 from classify_job.train import TrainConfig, prepare_data, train
 
 SIZE = (32, 32)
 NO_AUGMENT = AugmentConfig("none", 0, 0, 0, 0, 0)
+CHEAP_AUGMENT = AugmentConfig(rotation=0.0, zoom=0.0)  # no resampling: compiles in a second
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,18 @@ def test_unfreezing_picks_the_top_blocks_and_head_conv_but_no_batchnorm():
     )
 
 
+def test_augmented_views_differ_from_the_clean_view_and_from_each_other():
+    backbone = pretrained.pretrained_backbone(SIZE)
+    images = np.random.default_rng(0).integers(0, 256, (8, *SIZE, 3), dtype=np.uint8)
+    clean = finetune.extract_features(finetune.feature_function(backbone), images, 4)
+    augment = finetune.feature_function(backbone, build_augmentation(CHEAP_AUGMENT, seed=0))
+    first, second = (finetune.extract_features(augment, images, 4) for _ in range(2))
+    assert clean.shape == (8, 1280) and not np.allclose(first, clean) and not np.allclose(first, second)
+    np.testing.assert_allclose(
+        finetune.extract_features(finetune.feature_function(backbone), images, 3), clean, atol=1e-4
+    )
+
+
 def test_phase_one_caches_features_once_keeps_the_backbone_and_classifies(tiny_tree, tmp_path, monkeypatch):
     data = tiny_tree(per_class=8)
     seen = []
@@ -108,9 +121,7 @@ def test_phase_one_caches_features_once_keeps_the_backbone_and_classifies(tiny_t
         return original(features_of, images, batch_size)
 
     monkeypatch.setattr(finetune, "extract_features", counting)
-    config = lite_config(
-        data, tmp_path / "model", arch_options={"augmented_views": 1}, augment=AugmentConfig()
-    )
+    config = lite_config(data, tmp_path / "model", arch_options={"augmented_views": 1}, augment=CHEAP_AUGMENT)
     result = train(config)
     sizes = result.split_sizes
     # one clean and one augmented view of each training image, one of each validation image; no more,
@@ -158,7 +169,7 @@ def test_the_better_phase_is_kept(tiny_tree, tmp_path, monkeypatch):
 
 
 def test_phase_two_changes_only_the_unfrozen_blocks(tiny_tree, tmp_path):
-    config = lite_config(tiny_tree(per_class=6), tmp_path / "m", learning_rate=0.1, augment=AugmentConfig())
+    config = lite_config(tiny_tree(per_class=6), tmp_path / "m", learning_rate=0.1, augment=CHEAP_AUGMENT)
     data = prepare_data(config)
     net = finetune.build_pretrained_classifier(3, SIZE, 3)
     options = finetune.FinetuneOptions(fine_tune_blocks=2, fine_tune_epochs=2)
