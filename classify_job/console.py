@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -125,3 +126,8 @@ def data_report_table(report: Any) -> Table:
     formats = ", ".join(f"{k} {v}" for k, v in report.formats.items())
     table.caption = f"modes: {modes}; formats: {formats}"
     return table
+
+
+def demo_step(name: str, seconds: float, detail: str) -> None:
+    """One line per finished demo step: what, how long, and the result."""
+    stdout.print(f"[bold green]done[/] {name:<14} {seconds:7.1f} s  {escape(detail)}")
