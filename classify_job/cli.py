@@ -327,6 +327,27 @@ def check_data(
         raise typer.Exit(2)
 
 
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write <class>/img_NNNNN.jpg into.")],
+    per_class: Annotated[int, typer.Option(help="Photos per class.")] = 100,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    image_size: Annotated[int, typer.Option(help="Photo size in pixels (square).")] = 320,
+    messy: Annotated[
+        bool, typer.Option("--messy", help="Add awkward files: nested, unicode, corrupt, ...")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write the four-class trouser/jeans sample dataset (procedural product photos) to OUT."""
+    from classify_job.console import stdout
+    from classify_job.sampledata import write_sample_dataset
+
+    setup_logging(verbose)
+    summary = guarded(lambda: write_sample_dataset(out, per_class, seed, image_size, messy), verbose)
+    counts = ", ".join(f"{label} {n}" for label, n in summary.counts.items())
+    stdout.print(f"{out}: {counts}; {len(summary.messy)} awkward files", markup=False, soft_wrap=True)
+
+
 @app.command()
 def demo(
     fresh: Annotated[bool, typer.Option("--fresh", help="Regenerate data, retrain and reclassify.")] = False,

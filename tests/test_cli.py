@@ -239,3 +239,10 @@ def test_train_without_data_or_with_a_bad_arch_is_one_line(tmp_path):
     assert "give DATA and --out" in invoke("train").output
     result = invoke("train", tmp_path, "--out", tmp_path / "m", "--arch", "resnet9000")
     assert result.exit_code == 2 and "arch must be one of" in result.output
+
+
+def test_sample_data_command(tmp_path):
+    result = invoke("sample-data", tmp_path / "s", "--per-class", "2", "--image-size", "96", "--messy")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "s" / "male_jeans").glob("img_*.jpg"))) == 2
+    assert invoke("sample-data", tmp_path / "t", "--per-class", "-1").exit_code == 2

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from classify_job.config import classify_config_from_toml
+from classify_job.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_PY = ROOT / ".venv-airflow" / "bin" / "python"
@@ -39,8 +40,11 @@ def local_reference(tree: Path, bundle: Path, tmp_path: Path) -> pd.DataFrame:
 def test_shipped_job_files_are_valid():
     config = classify_config_from_toml(ROOT / "jobs" / "nightly-catalog.toml")
     assert config.max_error_rate == 0.05
+    retrain = TrainConfig.from_toml(ROOT / "jobs" / "weekly-retrain.toml")
+    assert retrain.arch == "efficientnet_lite0" and retrain.image_size == (224, 224)
     crontab = (ROOT / "jobs" / "cron" / "crontab").read_text()
     assert "run-job.sh classify jobs/nightly-catalog.toml" in crontab
+    assert "run-job.sh train jobs/weekly-retrain.toml" in crontab
 
 
 def test_cron_wrapper_runs_in_crons_bare_environment(tiny_tree, color_bundle, tmp_path):
