@@ -237,7 +237,9 @@ def train(
         int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Square input size. [default: 64 for cnn, 224 for efficientnet_lite0]")
+    ] = None,
     color_mode: Annotated[str | None, typer.Option(help="rgb or grayscale.")] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed for splits, initialisation and augmentation.")
@@ -248,6 +250,12 @@ def train(
     overwrite: Annotated[
         bool | None, typer.Option("--overwrite", help="Replace an existing bundle in --out.")
     ] = None,
+    fine_tune_blocks: Annotated[
+        int | None, typer.Option(help="efficientnet_lite0: then fine-tune the top N of 16 blocks (phase 2).")
+    ] = None,
+    augmented_views: Annotated[
+        int | None, typer.Option(help="efficientnet_lite0: augmented copies per training image to cache.")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Train a classifier on DATA and write a model bundle (model, labels, metrics, plots) to --out."""
@@ -256,6 +264,8 @@ def train(
         "image_size": image_size, "color_mode": color_mode, "seed": seed, "val_split": val_split,
         "test_split": test_split, "learning_rate": learning_rate, "overwrite": overwrite,
     }  # fmt: skip
+    arch_flags = {"fine_tune_blocks": fine_tune_blocks, "augmented_views": augmented_views}
+    options["arch_options"] = {k: v for k, v in arch_flags.items() if v is not None} or None
     setup_logging(verbose)
     guarded(lambda: _train(config, options), verbose)
 
@@ -264,12 +274,14 @@ def _train(config_file: Path | None, options: dict[str, Any]) -> None:
     from classify_job.console import epoch_reporter, evaluation_table, stdout
     from classify_job.train import TrainConfig, train
 
+    flags = options.pop("arch_options") or {}
     if config_file is not None:
         config = TrainConfig.from_toml(config_file, **options)
     elif options["data_dir"] is None or options["out_dir"] is None:
         raise errors.InputError("give DATA and --out (or a job file with --config)")
     else:
         config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    config = config.with_overrides(arch_options={**config.arch_options, **flags})  # flags win, file keys stay
     with epoch_reporter(config.epochs) as on_epoch:
         result = train(config, on_epoch)
     stdout.print(evaluation_table(result.report))

@@ -97,7 +97,7 @@ def epoch_reporter(epochs: int) -> Iterator[Any]:
         def update(info: Any) -> None:
             shown = " ".join(f"{k} {v:.4g}" for k, v in info.metrics.items() if isinstance(v, float))
             bar.console.print(f"epoch {info.epoch}/{info.epochs} {info.seconds:.1f}s {shown}", markup=False)
-            bar.update(task, completed=info.epoch)
+            bar.update(task, completed=info.epoch, total=info.epochs)  # phase 2 extends the total
 
         yield update
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from classify_job import errors
 from classify_job.cli import app
 from classify_job.lock import output_lock
 
@@ -246,3 +247,20 @@ def test_sample_data_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "s" / "male_jeans").glob("img_*.jpg"))) == 2
     assert invoke("sample-data", tmp_path / "t", "--per-class", "-1").exit_code == 2
+
+
+def test_train_flags_merge_into_the_job_files_arch_options(tiny_tree, tmp_path, monkeypatch):
+    import classify_job.train as training
+
+    received = []
+
+    def record_instead_of_training(config, on_epoch):
+        received.append(config)
+        raise errors.DatasetError("stop here")
+
+    monkeypatch.setattr(training, "train", record_instead_of_training)
+    job = tmp_path / "job.toml"
+    lines = [f'data_dir = "{tiny_tree()}"', f'out_dir = "{tmp_path / "m"}"', 'arch = "efficientnet_lite0"']
+    job.write_text("[train]\n" + "\n".join(lines) + "\n[train.arch_options]\ndropout = 0.5\n")
+    assert invoke("train", "--config", job, "--fine-tune-blocks", "2").exit_code == 2
+    assert received[0].arch_options == {"dropout": 0.5, "fine_tune_blocks": 2}
