@@ -65,8 +65,8 @@ def test_colour_histograms_stay_far_below_a_convnet_on_held_out_photos(tmp_path)
     from classify_job.train import TrainConfig, train
 
     data = tmp_path / "ds"
-    write_sample_dataset(data, per_class=40, seed=3, image_size=128)
-    config = TrainConfig(data, tmp_path / "model", arch="efficientnet_lite0", image_size=96, epochs=30,
+    write_sample_dataset(data, per_class=50, seed=3, image_size=128)
+    config = TrainConfig(data, tmp_path / "model", arch="efficientnet_lite0", image_size=128, epochs=30,
                          val_split=0.15, test_split=0.3)  # fmt: skip
     convnet_accuracy = train(config).report.accuracy
     splits = index_dataset(data, config.val_split, config.test_split).splits
