@@ -1,8 +1,9 @@
 """Fashion-MNIST through the ordinary folder-dataset training path; test accuracy on the official 10k.
 
 Run: .venv/bin/python benchmarks/bench_fashion_mnist.py [--epochs 18] [--out models/fashion-mnist-cnn]
-Expected: one-off export of 70,000 PNGs (~1 min), decoding them (~30 s), then roughly 90-150 s per
-epoch on 2 otherwise idle CPU cores; prints one JSON object (target: test accuracy >= 0.93).
+Expected: one-off export of 70,000 PNGs (~10 s), decoding them (~12 s), then ~105-120 s per epoch
+on 2 quiet CPU cores (more when they are shared); prints one JSON object. Measured: 93.24% test
+accuracy, macro F1 0.932, 18 epochs in 47 min with another training job on the same two cores.
 The data comes from the Debian package ``dataset-fashion-mnist``; as root the script installs it.
 """
 
