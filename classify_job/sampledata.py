@@ -40,13 +40,18 @@ _LEG_ODDS = {
     "female_trousers": {"wide": 0.3, "straight": 0.25, "flare": 0.15, "skinny": 0.15, "bootcut": 0.15},
     "female_jeans": {"skinny": 0.35, "bootcut": 0.2, "flare": 0.2, "straight": 0.15, "wide": 0.1},
 }
-_DENIM = {  # warp colour: weight; weft and fades are mixed towards a pale tone
-    (22, 32, 62): 0.2,
-    (38, 58, 105): 0.25,
-    (60, 88, 135): 0.2,
-    (105, 135, 175): 0.15,
-    (32, 32, 36): 0.12,
-    (88, 90, 96): 0.08,
+# Denim warp colours (the weft and the fades are paler); a quarter of jeans are not blue.
+_DENIM = {
+    (22, 32, 62): 0.18,
+    (38, 58, 105): 0.22,
+    (60, 88, 135): 0.18,
+    (105, 135, 175): 0.14,
+    (32, 32, 36): 0.1,
+    (88, 90, 96): 0.06,
+    (95, 100, 60): 0.03,
+    (110, 40, 45): 0.03,
+    (180, 160, 120): 0.03,
+    (225, 222, 212): 0.03,
 }
 # Trousers come in blues too (40 % of them), so "blue" alone cannot mean "jeans".
 _CLOTH = {
@@ -170,12 +175,12 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _photo(rng: np.random.Generator, label: str, size: int) -> Image.Image:
-    cropped = rng.random() < 0.12
-    height = size * (rng.uniform(1.15, 1.5) if cropped else rng.uniform(0.72, 0.93))
+    crop = rng.choice(["none", "hems", "side"], p=[0.88, 0.07, 0.05])  # partly out of frame
+    height = size * (rng.uniform(1.15, 1.45) if crop == "hems" else rng.uniform(0.72, 0.93))
     garment = _garment(rng, label, int(height))
     garment = garment.rotate(rng.uniform(-12, 12), Image.Resampling.BICUBIC, expand=True)
     layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    layer.paste(garment, _placement(rng, garment.size, size, cropped))
+    layer.paste(garment, _placement(rng, garment.size, size, crop))
     rgba = np.asarray(layer, dtype=np.float32)
     alpha = rgba[..., 3:] / 255.0
     backdrop = _background(rng, size) * _drop_shadow(rng, layer.getchannel("A"))[..., None]
@@ -183,13 +188,14 @@ def _photo(rng: np.random.Generator, label: str, size: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _placement(rng: np.random.Generator, garment: tuple[int, int], size: int, cropped: bool):
+def _placement(rng: np.random.Generator, garment: tuple[int, int], size: int, crop: str) -> tuple[int, int]:
     w, h = garment
-    x, y = (size - w) / 2 + rng.uniform(-0.07, 0.07) * size, (size - h) / 2 + rng.uniform(-0.05, 0.05) * size
-    if cropped and rng.random() < 0.6:
-        y = rng.uniform(-0.05, 0.08) * size  # hems run off the bottom edge
-    elif cropped:
-        y, x = (size - h) / 2, x + rng.choice([-1, 1]) * rng.uniform(0.2, 0.3) * w
+    x = (size - w) / 2 + rng.uniform(-0.07, 0.07) * size
+    y = (size - h) / 2 + rng.uniform(-0.05, 0.05) * size
+    if crop == "hems":
+        y = rng.uniform(-0.05, 0.06) * size
+    elif crop == "side":
+        x = (size - w) / 2 + rng.choice([-1, 1]) * rng.uniform(0.25, 0.35) * size
     return int(x), int(y)
 
 
@@ -249,16 +255,16 @@ def _paper(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _wood(rng: np.random.Generator, size: int) -> np.ndarray:
-    along, across = np.mgrid[0 : 1 : size * 1j, 0 : 1 : size * 1j].astype(np.float32)
-    if rng.random() < 0.5:
-        along, across = across, along
+    across = np.linspace(0, 1, size, dtype=np.float32)[None, :]
     plank_w, start = rng.uniform(0.12, 0.25), rng.uniform(0, 1)
     plank = np.floor(across / plank_w + start).astype(int)
     tones = rng.normal(0, 0.05, plank.max() + 1)[plank]
-    warp = 3 * _smooth_noise(rng, (size, size), 5) + plank * 1.7
-    grain = 0.5 + 0.5 * np.sin(2 * math.pi * (across * rng.uniform(25, 60) + along * 0.6 + warp))
-    seam = np.where((across / plank_w + start) % 1 < 0.012, 0.65, 1.0)
-    shade = (0.86 + 0.14 * grain + tones) * seam
+    wobble = 2 * _smooth_noise(rng, (size, size), 4) + plank * 1.7
+    rings = np.sin(2 * math.pi * (across * rng.uniform(6, 16) + wobble)) ** 2
+    streaks = _smooth_noise(rng, (size, size), max(8, size // 3), 3) - 0.5
+    seam = np.where((across / plank_w + start) % 1 < 0.01, 0.7, 1.0)
+    shade = (0.9 + 0.07 * rings + 0.14 * streaks + tones) * seam
+    shade = shade.T if rng.random() < 0.5 else shade  # planks run down or across
     return np.array(_WOODS[rng.integers(len(_WOODS))], np.float32) * shade[..., None]
 
 
@@ -330,12 +336,12 @@ def _sample_look(rng: np.random.Generator, label: str) -> _Look:
     denim = label.endswith("jeans")
     base = _pick(rng, _DENIM if denim else _CLOTH) * rng.uniform(0.88, 1.12)
     base = np.clip(base * (1 + rng.normal(0, 0.04, 3)), 0, 255).astype(np.float32)
+    blue = base[2] > base[0] + 15
+    light = base + (np.array([210, 218, 232] if blue else [200, 200, 196]) - base) * (0.65 if denim else 0.35)
     if denim:
-        blue = base[2] > base[0] + 15
-        light = base + (np.array([210, 218, 232] if blue else [160, 160, 162]) - base) * 0.65
-        thread = _rgb(_pick(rng, _THREADS)) if blue or rng.random() < 0.5 else (150, 150, 150)
+        thread = _rgb(_pick(rng, _THREADS)) if blue or rng.random() < 0.5 else _rgb(base * 0.7 + 40)
     else:
-        light, thread = np.minimum(base * 1.3 + 12, 255), _rgb(base * 0.78)
+        thread = _rgb(base * 0.78)
     fold = (int(rng.choice([-1, 1])), rng.uniform(0.66, 0.8)) if rng.random() < 0.1 else None
     metal = _METALS[rng.integers(len(_METALS))]
     female, back = label.startswith("female"), rng.random() < 0.3
@@ -415,8 +421,8 @@ def _fabric(rng: np.random.Generator, cut: _Cut, look: _Look, k: float) -> np.nd
 def _leg_coords(cut: _Cut, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Across-leg position (-1 inner edge .. 1 outer edge), and across the body above the crotch."""
     centre, width = _leg_profile(cut, y)
-    u_leg = (np.abs(x) - centre) / (width / 2)
-    return u_leg, np.where(y < cut.rise, x / _body_half(cut, y), u_leg)
+    u_leg = ((np.abs(x) - centre) / (width / 2)).astype(np.float32)
+    return u_leg, np.where(y < cut.rise, x / _body_half(cut, y), u_leg).astype(np.float32)
 
 
 def _denim_weave(rng: np.random.Generator, shape: tuple[int, int], k: float) -> np.ndarray:
@@ -424,29 +430,29 @@ def _denim_weave(rng: np.random.Generator, shape: tuple[int, int], k: float) -> 
     spacing = max(5.0, k / 130)  # pixels between twill lines, never finer than the halved image shows
     yy, xx = np.ogrid[0:h, 0:w]
     phase = (2 * xx + yy).astype(np.float32) * (2 * math.pi / (math.sqrt(5) * spacing))
-    twill = np.clip(1.8 * np.sin(phase), -1, 1) * 0.5 + 0.5
     slub = np.convolve(rng.standard_normal(w), np.ones(3) / 3, "same").astype(np.float32)[None, :]
     streaks = _smooth_noise(rng, shape, max(12, w // 8), 4) - 0.5
-    return 0.1 + 0.22 * twill + 0.05 * slub + 0.1 * streaks + 0.08 * rng.random(shape, np.float32)
+    twill = np.clip(1.8 * np.sin(phase + 1.5 * streaks), -1, 1) * 0.5 + 0.5
+    return 0.1 + 0.15 * twill + 0.05 * slub + 0.1 * streaks + 0.08 * rng.random(shape, np.float32)
 
 
 def _cloth_weave(rng: np.random.Generator, shape: tuple[int, int], k: float) -> np.ndarray:
-    kind = rng.choice(4, p=[0.55, 0.25, 0.1, 0.1])  # plain, chino twill, pinstripe, heather
+    kind = rng.choice(4, p=[0.45, 0.25, 0.1, 0.2])  # plain, chino twill, pinstripe, heather
     fine = rng.random(shape, np.float32)
-    t = 0.04 * fine + 0.06 * _smooth_noise(rng, shape, 6)
+    t = 0.04 * fine + rng.uniform(0.03, 0.2) * _smooth_noise(rng, shape, 6)  # washed-out patches
     yy, xx = np.ogrid[0 : shape[0], 0 : shape[1]]
     if kind == 1:  # same-colour yarns, so the twill is faint unlike denim's white weft
         t = t + 0.04 * np.sin((xx + yy).astype(np.float32) * (2 * math.pi / max(4.0, k / 160)))
     elif kind == 2:
         t = t + 0.45 * (xx % max(6, int(k * 0.035)) < max(1, int(k * 0.002)))
-    elif kind == 3:
-        t = t + 0.15 * fine
+    elif kind == 3:  # heather or chambray: pale yarns through the colour, but no diagonal
+        t = t + rng.uniform(0.1, 0.35) * fine
     return t.astype(np.float32)
 
 
 def _fades(rng, cut: _Cut, look: _Look, x, y, u_leg, k: float) -> np.ndarray:
     """Where denim has worn lighter: thighs, knees, seat, and whiskers at the crotch."""
-    legs = y > cut.rise - 0.02
+    legs = np.clip((y - cut.rise + 0.1) / 0.2, 0, 1)  # no hard line at the crotch
     thigh = np.exp(-(u_leg**2) / 0.3 - ((y - cut.rise - 0.1) / 0.12) ** 2)
     knee = np.exp(-(u_leg**2) / 0.2 - ((y - cut.knee_y) / 0.07) ** 2)
     fade = (thigh + 0.6 * knee) * legs
@@ -487,11 +493,14 @@ def _shading(rng, cut: _Cut, look: _Look, x, y, u_leg, u) -> np.ndarray:
 
 
 def _wrinkles(rng: np.random.Generator, cut: _Cut, x, y, u_leg) -> np.ndarray:
-    out = np.zeros(np.broadcast_shapes(x.shape, y.shape), np.float32)
+    out = np.zeros(u_leg.shape, np.float32)
     for _ in range(rng.integers(2, 7)):
         side, y0, slope = rng.choice([-1, 1]), rng.uniform(cut.rise + 0.05, 0.98), rng.uniform(-0.06, 0.06)
-        band = np.exp(-(((y - y0 - slope * u_leg) / rng.uniform(0.004, 0.012)) ** 2))
-        out += rng.uniform(-0.08, 0.05) * band * (np.sign(x) == side) * np.exp(-(u_leg**2))
+        width, depth = rng.uniform(0.004, 0.012), rng.uniform(-0.08, 0.05)
+        lo, hi = np.searchsorted(y[:, 0], [y0 - 0.1, y0 + 0.1])  # only rows the fold can reach
+        u = u_leg[lo:hi]
+        band = np.exp(-(((y[lo:hi] - y0 - slope * u) / width) ** 2))
+        out[lo:hi] += depth * band * (np.sign(x) == side) * np.exp(-(u**2))
     return out
 
 
@@ -707,19 +716,33 @@ def _hems(pen: _Pen, cut: _Cut, look: _Look) -> None:
 
 
 def _fold_leg(pen: _Pen, image: Image.Image, mask: Image.Image, rgb: np.ndarray, cut: _Cut, look: _Look):
-    """Fold one leg's lower part up over its thigh, showing it from behind and in shadow."""
+    """Fold one leg's lower part up over its thigh: seen from behind, rounded at the fold, casting
+    a shadow on the thigh."""
     side, fold_y = look.fold
-    flap = _leg_polygon(cut, side, fold_y, 1.0)
-    flap[:, 1] = 2 * fold_y - flap[:, 1]
+    flap = _fold_flap(cut, side, fold_y)
     flap_mask = Image.new("L", image.size, 0)
     ImageDraw.Draw(flap_mask).polygon(pen.xy(flap), fill=255)
-    image.paste(Image.fromarray(_to_uint8(rgb * 0.82)), (0, 0), flap_mask)
+    shadow = Image.new("L", image.size, 0)
+    shadow.paste(flap_mask.point(lambda v: v // 2), (round(side * pen.k * 0.008), round(pen.k * 0.012)))
+    shadow = shadow.filter(ImageFilter.GaussianBlur(pen.k * 0.008))
+    image.paste(image.point(lambda v: int(v * 0.55)), (0, 0), shadow)
+    rows = (np.arange(rgb.shape[0]) + 0.5) / pen.k - _TOP
+    sheen = 0.78 + 0.14 * np.exp(-(((rows - fold_y + 0.004) / 0.012) ** 2))  # the rounded fold
+    image.paste(Image.fromarray(_to_uint8(rgb * sheen[:, None, None])), (0, 0), flap_mask)
     mask.paste(255, (0, 0), flap_mask)
-    pen.shape(flap, outline=_rgb(look.base * 0.35))
+    pen.shape(flap, outline=_rgb(look.base * 0.4))
     if look.denim:
         centre, width = _leg_profile(cut, 0.986)
         hem_y = 2 * fold_y - 0.986
         pen.stitch([(side * (centre - width / 2), hem_y), (side * (centre + width / 2), hem_y)], look.thread)
+
+
+def _fold_flap(cut: _Cut, side: int, fold_y: float) -> np.ndarray:
+    flap = _leg_polygon(cut, side, fold_y, 1.0)
+    flap[:, 1] = 2 * fold_y - flap[:, 1]
+    inner, outer = flap[-1], flap[0]
+    bulge = _bezier(inner, ((inner[0] + outer[0]) / 2, fold_y + 0.03), outer)
+    return np.concatenate([flap, bulge[1:-1]])
 
 
 # ---------------------------------------------------------------- messy files
@@ -793,9 +816,10 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 20) -> np.ndarray:
+def _bezier(p0, p1, p2, n: int = 20) -> np.ndarray:
+    """``n`` points along the quadratic Bezier curve from ``p0`` to ``p2`` pulled towards ``p1``."""
     t = np.linspace(0, 1, n)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+    return (1 - t) ** 2 * np.asarray(p0) + 2 * (1 - t) * t * np.asarray(p1) + t**2 * np.asarray(p2)
 
 
 def _xy(k: float, pts) -> list[tuple[float, float]]:
