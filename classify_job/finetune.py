@@ -27,6 +27,7 @@ from classify_job import pretrained
 from classify_job.dataset import AugmentConfig, LoadedSplit, build_augmentation
 from classify_job.errors import InputError
 from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
+from classify_job.predict import pad_batch
 from classify_job.train import EpochInfo, TrainConfig, TrainingData, fit
 
 log = logging.getLogger(__name__)
@@ -206,11 +207,8 @@ def extract_features(
     """(N, 1280) float32 features of uint8 images, in fixed-size batches (one compilation)."""
     out = np.empty((len(images), FEATURES), dtype=np.float32)
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].astype(np.float32)
-        n = len(batch)
-        if n < batch_size:  # pad so the last batch reuses the compiled shape
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), np.float32)])
-        out[start : start + n] = features_of(batch)[:n]
+        batch = images[start : start + batch_size]
+        out[start : start + len(batch)] = features_of(pad_batch(batch, batch_size))[: len(batch)]
     return out
 
 

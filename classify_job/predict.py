@@ -44,11 +44,8 @@ class Classifier:
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities, shape (n, classes), for ``pixels`` of shape (n, h, w, c) with n <= batch."""
-        n = len(pixels)
-        batch = np.zeros((self.batch_size, *pixels.shape[1:]), dtype=np.float32)
-        batch[:n] = pixels
-        probs = np.asarray(self.bundle.model.predict_on_batch(batch), dtype=np.float32)
-        return probs[:n]
+        probs = self.bundle.model.predict_on_batch(pad_batch(pixels, self.batch_size))
+        return np.asarray(probs, dtype=np.float32)[: len(pixels)]
 
     def predict_decoded(self, batch: list[Decoded]) -> np.ndarray:
         """Probabilities for the files of ``batch`` that decoded, in order."""
@@ -67,6 +64,13 @@ def classify_entries(
         entries, spec.image_size, spec.color_mode, classifier.batch_size, workers
     ):
         yield predictions_table(batch, classifier.predict_decoded(batch), ctx, schema)
+
+
+def pad_batch(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``pixels`` as float32, zero-padded to ``size`` rows so a compiled model keeps one shape."""
+    batch = np.zeros((size, *pixels.shape[1:]), dtype=np.float32)
+    batch[: len(pixels)] = pixels
+    return batch
 
 
 def decode_entry(entry: FileEntry, size: tuple[int, int], color_mode: str) -> Decoded:
