@@ -92,7 +92,6 @@ class PartWriter:
     run_facts: dict[str, Any]
     rows_per_part: int = 10_000
     commit_every_s: float = 120.0
-    committed_rows: int = 0
     _seq: int = 0
     _writer: pq.ParquetWriter | None = None
     _tmp: Path | None = None
@@ -116,7 +115,6 @@ class PartWriter:
         final = self._tmp.with_name(self._tmp.name[1:].removesuffix(".tmp"))
         os.replace(self._tmp, final)
         self._parts.append(final)
-        self.committed_rows += self._rows
         self._writer, self._tmp, self._rows = None, None, 0
 
     @property
