@@ -124,7 +124,16 @@ def data_report_table(report: Any) -> Table:
         table.add_row(label, str(count))
     modes = ", ".join(f"{k} {v}" for k, v in report.modes.items())
     formats = ", ".join(f"{k} {v}" for k, v in report.formats.items())
-    table.caption = f"modes: {modes}; formats: {formats}"
+    lines = [f"modes: {modes}; formats: {formats}"]
+    if report.sizes is not None:
+        z = report.sizes
+        lines.append(
+            f"width {z.min_width}/{z.median_width}/{z.max_width}, height {z.min_height}/{z.median_height}/"
+            f"{z.max_height} (min/median/max); {z.small_images} small images"
+        )
+    if report.ignored_files:
+        lines.append(f"{len(report.ignored_files)} files ignored (not an image extension)")
+    table.caption = "\n".join(lines)
     return table
 
 

@@ -228,8 +228,11 @@ def test_train_evaluate_check_data_then_classify_with_the_new_bundle(tiny_tree, 
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == 30
 
+    (data / "red" / "notes.txt").write_text("not an image")
     result = invoke("check-data", data, "--strict")
     assert result.exit_code == 2 and "unreadable" in result.output
+    output = result.output.replace("\n", " ")
+    assert "width 24/24/24" in output and "(min/median/max)" in output and "1 files ignored" in output
 
     result = invoke("classify", data, "--model", bundle, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
