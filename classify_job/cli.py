@@ -324,11 +324,13 @@ def check_data(
 ) -> None:
     """Find corrupt, duplicate and mislabeled-looking files; report class balance, sizes and modes."""
     from classify_job import checkdata
-    from classify_job.console import data_report_table, stdout
+    from classify_job.console import data_report_facts, data_report_table, stdout
 
     setup_logging(verbose)
     report = guarded(lambda: checkdata.check_data(data), verbose)
     stdout.print(data_report_table(report))
+    for line in data_report_facts(report):
+        stdout.print(line, markup=False, soft_wrap=True)
     for problem in report.problems:
         stdout.print(f"problem: {problem}", markup=False)
     for bad in report.corrupt[:20]:

@@ -116,12 +116,17 @@ def evaluation_table(report: Any) -> Table:
 
 
 def data_report_table(report: Any) -> Table:
-    """Class balance and findings of a DataReport."""
+    """Class balance of a DataReport."""
     table = Table(title=f"{report.root}: {report.num_files} files, layout {report.layout}")
     table.add_column("class")
     table.add_column("images", justify="right")
     for label, count in report.class_counts.items():
         table.add_row(label, str(count))
+    return table
+
+
+def data_report_facts(report: Any) -> list[str]:
+    """Colour modes, formats, image sizes and ignored files of a DataReport, one line each."""
     modes = ", ".join(f"{k} {v}" for k, v in report.modes.items())
     formats = ", ".join(f"{k} {v}" for k, v in report.formats.items())
     lines = [f"modes: {modes}; formats: {formats}"]
@@ -133,8 +138,7 @@ def data_report_table(report: Any) -> Table:
         )
     if report.ignored_files:
         lines.append(f"{len(report.ignored_files)} files ignored (not an image extension)")
-    table.caption = "\n".join(lines)
-    return table
+    return lines
 
 
 def demo_step(name: str, seconds: float, detail: str) -> None:
