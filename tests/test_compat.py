@@ -1,0 +1,52 @@
+"""What format-1 code wrote (tests/fixtures/v1) keeps working: bundles load and predict the same,
+and an output directory resumes without redoing anything."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from classify_job.bundle import load_bundle
+from classify_job.config import ClassifyConfig
+from classify_job.imageio import load_image
+from classify_job.job import run_classify
+
+V1 = Path(__file__).parent / "fixtures" / "v1"
+EXPECTED = json.loads((V1 / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["lite_bundle", "cnn_bundle"])
+def test_format_1_bundles_load_and_predict_as_before(name):
+    bundle = load_bundle(V1 / name)
+    expected = EXPECTED[name]
+    assert bundle.spec.model_id == expected["model_id"]
+    relpaths = sorted(expected["probs"])
+    pixels = np.stack([load_image(V1 / "images" / r, bundle.spec.image_size).pixels for r in relpaths])
+    probs = np.asarray(bundle.model.predict_on_batch(pixels.astype("float32")))
+    np.testing.assert_allclose(probs, [expected["probs"][r] for r in relpaths], atol=1e-6)
+
+
+def copy_v1(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The v1 images (with their recorded mtimes), bundle and output directory, copied to tmp_path."""
+    images = shutil.copytree(V1 / "images", tmp_path / "images")
+    for relpath, mtime_ns in json.loads((V1 / "image_mtimes.json").read_text()).items():
+        os.utime(images / relpath, ns=(mtime_ns, mtime_ns))
+    bundle = shutil.copytree(V1 / "cnn_bundle", tmp_path / "cnn_bundle")
+    out = shutil.copytree(V1 / "out", tmp_path / "out")
+    return images, bundle, out
+
+
+def test_format_1_output_resumes_without_redoing_rows(tmp_path):
+    images, bundle, out = copy_v1(tmp_path)
+    result = run_classify(ClassifyConfig(images, bundle, out))
+    assert result.progress.classified == 0 and result.progress.skipped == 6
+    shutil.copy(images / "red" / "red_0.png", images / "red" / "red_new.png")
+    result = run_classify(ClassifyConfig(images, bundle, out))
+    assert result.progress.classified == 1
+    frame = pd.read_parquet(out / "predictions")
+    assert len(frame) == 7 and frame.relpath.is_unique
+    assert result.summary["files"] == 7
