@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from classify_job.nets.efficientnet_lite import build_imagenet_classifier
-from classify_job.pretrained import import_pretrained, load_pretrained_weights
+from classify_job.nets.pretrained import import_pretrained, load_pretrained_weights
 
 
 def jitted_forward(model: keras.Model):

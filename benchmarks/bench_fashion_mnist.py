@@ -22,11 +22,13 @@ from pathlib import Path
 import classify_job  # noqa: F401  sets the JAX backend before keras is imported
 
 # isort: split
-from classify_job import fashion_mnist
-from classify_job.dataset import AugmentConfig
 from classify_job.errors import ClassifyJobError
 from classify_job.runtime import setup_logging
-from classify_job.train import EpochInfo, TrainConfig, train
+from classify_job.samples import fashion_mnist
+from classify_job.train.augment import AugmentConfig
+from classify_job.train.config import TrainConfig
+from classify_job.train.fit import EpochInfo
+from classify_job.train.run import train
 
 TARGET_ACCURACY = 0.93
 

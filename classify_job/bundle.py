@@ -3,31 +3,46 @@ training (which writes them) and classification (which reads them).
 
 The model takes float32 pixels in 0..255 produced by :func:`classify_job.imageio.load_image`
 and returns class probabilities; any normalisation lives inside the model, so the bundle's
-preprocessing record is complete.
+preprocessing record is complete. ``bundle.json`` keeps keys this version does not know when it
+is rewritten, so bundles written by newer versions lose nothing here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classify_job import atomic
 from classify_job.errors import BundleError
+from classify_job.hashing import weights_id
 from classify_job.imageio import COLOR_MODES, RESIZE
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "bundle.json"
-FORMAT_VERSION = 1
+# 1: the first release. 2: unknown keys are kept on rewrite; training records its split hash.
+FORMAT_VERSION = 2
+
+DEFAULT_PREPROCESSING = {
+    "function": "classify_job.imageio.load_image",
+    "resize": RESIZE,
+    "input_range": [0, 255],
+    "exif_transpose": True,
+    "alpha": "composited on white",
+    "normalization": "inside the model",
+}
 
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """What ``bundle.json`` holds. ``extra`` carries training facts (config, data, versions)."""
+    """What ``bundle.json`` holds. ``extra`` carries training facts (config, data, versions);
+    ``other`` the top-level keys this version does not know, written back unchanged."""
 
     labels: tuple[str, ...]
     image_size: tuple[int, int]
@@ -36,15 +51,24 @@ class BundleSpec:
     model_id: str = ""
     preprocessing: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
     extra: dict[str, Any] = field(default_factory=dict)
+    other: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["labels"] = list(self.labels)
-        data["image_size"] = list(self.image_size)
-        return {"format_version": FORMAT_VERSION, **data}
+        data = {
+            "format_version": FORMAT_VERSION,
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "other"},
+        }
+        data.update(labels=list(self.labels), image_size=list(self.image_size))
+        return {**data, **self.other}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BundleSpec:
+        version = data.get("format_version", 1)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            log.warning(
+                "%s has format_version %s, newer than this version's %s", SPEC_FILE, version, FORMAT_VERSION
+            )
+        known = {f.name for f in dataclasses.fields(cls)} | {"format_version"}
         try:
             spec = cls(
                 labels=tuple(str(label) for label in data["labels"]),
@@ -54,6 +78,7 @@ class BundleSpec:
                 model_id=str(data.get("model_id", "")),
                 preprocessing=dict(data.get("preprocessing") or DEFAULT_PREPROCESSING),
                 extra=dict(data.get("extra") or {}),
+                other={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise BundleError(f"{SPEC_FILE} is missing or has a malformed field: {exc!r}") from exc
@@ -69,16 +94,6 @@ class BundleSpec:
             raise BundleError(f"image_size is too small. Received: {self.image_size}")
 
 
-DEFAULT_PREPROCESSING = {
-    "function": "classify_job.imageio.load_image",
-    "resize": RESIZE,
-    "input_range": [0, 255],
-    "exif_transpose": True,
-    "alpha": "composited on white",
-    "normalization": "inside the model",
-}
-
-
 @dataclass(frozen=True)
 class Bundle:
     """A loaded bundle: its directory, its spec and the Keras model."""
@@ -88,14 +103,9 @@ class Bundle:
     model: Any
 
 
-def model_fingerprint(model: Any) -> str:
-    """A short hash of every weight's shape and bytes: changes exactly when the weights change."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        value = weight.numpy()
-        digest.update(str((weight.path, value.shape, str(value.dtype))).encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()[:16]
+def model_id(architecture: str, model: Any) -> str:
+    """``<architecture>-<hash of the weights>``: changes exactly when the weights change."""
+    return f"{architecture}-{weights_id(model.weights)}"
 
 
 def save_bundle(directory: str | os.PathLike, model: Any, spec: BundleSpec) -> BundleSpec:
@@ -104,15 +114,17 @@ def save_bundle(directory: str | os.PathLike, model: Any, spec: BundleSpec) -> B
     Each file is written under a temporary name and renamed, so a reader never sees half a bundle.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    spec = dataclasses.replace(spec, model_id=f"{spec.architecture}-{model_fingerprint(model)}")
+    spec = dataclasses.replace(spec, model_id=model_id(spec.architecture, model))
     spec.validate()
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
-        tmp_model = Path(tmp) / MODEL_FILE
-        model.save(tmp_model)
-        os.replace(tmp_model, directory / MODEL_FILE)
-    write_json_atomic(directory / SPEC_FILE, spec.to_json())
+    with atomic.atomic_path(directory / MODEL_FILE) as tmp:
+        model.save(tmp)
+    write_spec(directory, spec)
     return spec
+
+
+def write_spec(directory: str | os.PathLike, spec: BundleSpec) -> None:
+    """(Re)write ``bundle.json`` atomically, keeping the keys this version does not know."""
+    atomic.write_json(Path(directory) / SPEC_FILE, spec.to_json())
 
 
 def read_spec(directory: str | os.PathLike) -> BundleSpec:
@@ -127,6 +139,8 @@ def read_spec(directory: str | os.PathLike) -> BundleSpec:
         raise BundleError(f"{spec_path} is missing; is {directory} a model bundle?") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"cannot read {spec_path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{spec_path} does not hold a JSON object")
     return BundleSpec.from_json(data)
 
 
@@ -149,10 +163,3 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     if n_out != len(spec.labels):
         raise BundleError(f"model has {n_out} outputs but {SPEC_FILE} lists {len(spec.labels)} labels")
     return Bundle(path=directory, spec=spec, model=model)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON next to ``path`` and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -1,112 +1,92 @@
-"""Job configuration: frozen dataclasses, loadable from TOML job files, overridable from the CLI."""
+"""Typed settings from job files and flags: one reader, one merge (file first, flags win), one
+unknown-key check and one way to validate.
+
+A stage declares its settings as a frozen dataclass (``ClassifyConfig``, ``TrainConfig``, ...);
+:func:`resolve` builds it from the ``[section]`` table of a TOML job file and the flags the user
+gave. Nested dataclass fields (``[train.augment]``) are built the same way, recursively, and
+dict-valued settings merge key by key, so a flag overrides one ``arch_options`` key, not all.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from classify_job.errors import InputError
-from classify_job.scan import DEFAULT_EXTENSIONS, Shard
 
-ENGINE_NAMES = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class ClassifyConfig:
-    """Everything one ``classify`` run needs."""
-
-    input_dir: Path
-    model: Path
-    out: Path
-    batch_size: int = 32
-    workers: int = 2
-    top_k: int = 3
-    shard: Shard = field(default_factory=Shard)
-    fresh: bool = False
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
-    follow_symlinks: bool = False
-    max_error_rate: float | None = None
-    rows_per_part: int = 10_000
-    commit_every_s: float = 120.0
-    log_every_s: float = 30.0
-    engine: str = "local"
-    ray_address: str | None = None
-    ray_actors: int = 1
-
-    def __post_init__(self) -> None:
-        _check_positive(
-            batch_size=self.batch_size,
-            workers=self.workers,
-            top_k=self.top_k,
-            rows_per_part=self.rows_per_part,
-            ray_actors=self.ray_actors,
-        )
-        if self.engine not in ENGINE_NAMES:
-            raise InputError(f"--engine must be one of {', '.join(ENGINE_NAMES)}. Received: {self.engine!r}")
-        if self.max_error_rate is not None and not 0.0 <= self.max_error_rate <= 1.0:
-            raise InputError(f"--max-error-rate must be between 0 and 1. Received: {self.max_error_rate}")
+C = TypeVar("C")
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1. Received: {value}")
-
-
-def read_toml(path: Path, section: str) -> dict[str, Any]:
+def read_job_table(path: Path, section: str) -> dict[str, Any]:
     """The ``[section]`` table of a TOML job file, with a readable error for every failure."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError as exc:
         raise InputError(f"job file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"job file {path} is not valid TOML: {exc}") from exc
-    if section not in data or not isinstance(data[section], dict):
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"job file {path} cannot be read as TOML: {exc}") from exc
+    if not isinstance(data.get(section), dict):
         raise InputError(f"job file {path} has no [{section}] table")
     return data[section]
 
 
-def classify_config_from_toml(path: Path, **overrides: Any) -> ClassifyConfig:
-    """Build a ClassifyConfig from ``[classify]`` in a job file; ``overrides`` (not None) win.
+def merge(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """File values, overridden by every flag that was given (not None); dicts merge key by key."""
+    merged = dict(file_values)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            value = {**merged[key], **value}
+        merged[key] = value
+    return merged
 
-    Relative paths in the file are taken relative to the current directory, as on the CLI.
-    """
-    table = read_toml(path, "classify")
-    known = {f.name for f in dataclasses.fields(ClassifyConfig)}
-    unknown = set(table) - known
+
+def build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
+    """``cls(**values)`` after checking every key is one of its fields; nested dataclass fields
+    given as tables are built the same way. ``where`` names the table in error messages."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise InputError(f"job file {path}: unknown keys in [classify]: {sorted(unknown)}")
-    values = {**table, **{k: v for k, v in overrides.items() if v is not None}}
-    return _coerce(values)
-
-
-def _coerce(values: dict[str, Any]) -> ClassifyConfig:
-    for key in ("input_dir", "model", "out"):
-        if key not in values:
-            raise InputError(f"missing required setting: {key}")
-        values[key] = Path(values[key])
-    if isinstance(values.get("shard"), str):
-        values["shard"] = Shard.parse(values["shard"])
-    if "extensions" in values:
-        values["extensions"] = tuple(values["extensions"])
+        raise InputError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        nested = hints.get(key)
+        if dataclasses.is_dataclass(nested) and isinstance(value, Mapping):
+            value = build(nested, value, f"{where}.{key}")
+        kwargs[key] = value
     try:
-        return ClassifyConfig(**values)
+        return cls(**kwargs)
     except TypeError as exc:
-        raise InputError(f"bad job settings: {exc}") from exc
+        raise InputError(f"{where}: bad settings: {exc}") from exc
 
 
-def classify_config_from_options(config_file: Path | None, options: dict[str, Any]) -> ClassifyConfig:
-    """The CLI's view: a job file if given, with every option the user set taking precedence."""
-    if config_file is not None:
-        return classify_config_from_toml(config_file, **options)
-    given = {k: v for k, v in options.items() if v is not None}
-    missing = [
-        f"--{k}" if k != "input_dir" else "INPUT_DIR" for k in ("input_dir", "model", "out") if k not in given
-    ]
+def resolve(
+    cls: type[C], job_file: Path | None, section: str, required: Mapping[str, str] = {}, **flags: Any
+) -> C:
+    """Build ``cls`` from ``[section]`` of ``job_file`` (if given) and ``flags`` (None = not given).
+
+    ``required`` maps the fields that must come from one or the other to their names on the
+    command line (``{"out": "--out"}``), so a missing one is named as the user would give it.
+    """
+    file_values = read_job_table(job_file, section) if job_file is not None else {}
+    values = merge(file_values, flags)
+    missing = [shown for name, shown in required.items() if values.get(name) is None]
     if missing:
-        raise InputError(f"missing {', '.join(missing)} (or give a job file with --config)")
-    return _coerce(given)
+        names = ", ".join(missing)
+        raise InputError(f"missing {names} (give them as options or in a job file with --config)")
+    where = f"job file {job_file} [{section}]" if job_file is not None else "options"
+    return build(cls, values, where)
+
+
+def check(obj: object, rules: Mapping[str, tuple[bool, str]]) -> None:
+    """Raise InputError for the first rule that fails: ``{"epochs": (epochs >= 1, ">= 1")}``."""
+    for name, (ok, expected) in rules.items():
+        if not ok:
+            raise InputError(f"{name} must be {expected}. Received: {name}={getattr(obj, name)!r}")

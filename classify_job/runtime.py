@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from classify_job.errors import BackendError
 
@@ -31,6 +32,15 @@ def force_jax_backend() -> None:
             f"keras was imported with backend {keras.backend.backend()!r} before classify_job; "
             f"import classify_job first. Received: KERAS_BACKEND={os.environ.get('KERAS_BACKEND')}"
         )
+
+
+def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$CLASSIFY_JOB_CACHE``, else ``~/.cache/classify-job``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if env := os.environ.get("CLASSIFY_JOB_CACHE"):
+        return Path(env)
+    return Path.home() / ".cache" / "classify-job"
 
 
 def set_seeds(seed: int) -> None:

@@ -7,24 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import COLORS, write_image
 
 import classify_job  # noqa: F401  sets the JAX backend before keras is imported
-
-
-def write_image(
-    path: Path, color: tuple[int, int, int], size: tuple[int, int] = (24, 20), fmt: str | None = None
-) -> Path:
-    """A small noisy image of a dominant colour (format from the suffix unless ``fmt``)."""
-    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
-    base = np.array(color, dtype=np.int16)
-    pixels = np.clip(base + rng.integers(-20, 20, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, format=fmt)
-    return path
-
-
-COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 
 @pytest.fixture

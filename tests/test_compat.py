@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from classify_job.bundle import load_bundle
-from classify_job.config import ClassifyConfig
+from classify_job.classify.config import ClassifyConfig
+from classify_job.classify.run import run_classify
 from classify_job.imageio import load_image
-from classify_job.job import run_classify
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
 EXPECTED = json.loads((V1 / "expected.json").read_text())

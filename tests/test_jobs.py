@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from classify_job.config import classify_config_from_toml
-from classify_job.train import TrainConfig
+from classify_job.classify.config import ClassifyConfig
+from classify_job.train.architectures import configure
+from classify_job.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_PY = ROOT / ".venv-airflow" / "bin" / "python"
@@ -38,9 +39,9 @@ def local_reference(tree: Path, bundle: Path, tmp_path: Path) -> pd.DataFrame:
 
 
 def test_shipped_job_files_are_valid():
-    config = classify_config_from_toml(ROOT / "jobs" / "nightly-catalog.toml")
+    config = ClassifyConfig.resolve(ROOT / "jobs" / "nightly-catalog.toml")
     assert config.max_error_rate == 0.05
-    retrain = TrainConfig.from_toml(ROOT / "jobs" / "weekly-retrain.toml")
+    retrain = configure(TrainConfig.resolve(ROOT / "jobs" / "weekly-retrain.toml"))
     assert retrain.arch == "efficientnet_lite0" and retrain.image_size == (224, 224)
     crontab = (ROOT / "jobs" / "cron" / "crontab").read_text()
     assert "run-job.sh classify jobs/nightly-catalog.toml" in crontab

@@ -1,0 +1,64 @@
+"""The settings of one ``classify`` run, from flags and the ``[classify]`` table of a job file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classify_job.classify.scan import Shard
+from classify_job.config import check, resolve
+from classify_job.walk import DEFAULT_EXTENSIONS, normalize_extensions
+
+ENGINE_NAMES = ("local", "ray")
+REQUIRED = {"input_dir": "INPUT_DIR", "model": "--model", "out": "--out"}
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Everything one ``classify`` run needs. Paths, ``shard`` ("K/N") and ``extensions`` (a list
+    or a comma-separated string) may be given as text, as job files and flags give them."""
+
+    input_dir: Path
+    model: Path
+    out: Path
+    batch_size: int = 32
+    workers: int = 2
+    top_k: int = 3
+    shard: Shard = field(default_factory=Shard)
+    fresh: bool = False
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    follow_symlinks: bool = False
+    max_error_rate: float | None = None
+    rows_per_part: int = 10_000
+    commit_every_s: float = 120.0
+    log_every_s: float = 30.0
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_actors: int = 1
+
+    def __post_init__(self) -> None:
+        for name in REQUIRED:
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        if isinstance(self.shard, str):
+            object.__setattr__(self, "shard", Shard.parse(self.shard))
+        extensions = self.extensions.split(",") if isinstance(self.extensions, str) else self.extensions
+        object.__setattr__(self, "extensions", tuple(sorted(normalize_extensions(extensions))))
+        rate = self.max_error_rate
+        check(
+            self,
+            {
+                "batch_size": (self.batch_size >= 1, "at least 1"),
+                "workers": (self.workers >= 1, "at least 1"),
+                "top_k": (self.top_k >= 1, "at least 1"),
+                "rows_per_part": (self.rows_per_part >= 1, "at least 1"),
+                "ray_actors": (self.ray_actors >= 1, "at least 1"),
+                "engine": (self.engine in ENGINE_NAMES, f"one of {', '.join(ENGINE_NAMES)}"),
+                "max_error_rate": (rate is None or 0.0 <= rate <= 1.0, "between 0 and 1"),
+            },
+        )
+
+    @classmethod
+    def resolve(cls, job_file: Path | None = None, **flags: Any) -> ClassifyConfig:
+        """From ``[classify]`` in ``job_file`` and the flags given (None = not given); flags win."""
+        return resolve(cls, job_file, "classify", REQUIRED, **flags)

@@ -1,0 +1,114 @@
+"""Combine the outputs of shard runs into one dataset and one summary.
+
+Part files are copied as they are (no re-encoding), after checks that make a silent mistake
+impossible: one model, one input tree, every shard present once, every relpath once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classify_job.classify.lock import output_lock
+from classify_job.classify.resume import relpath_hashes
+from classify_job.errors import InputError
+from classify_job.predictions import PREDICTIONS_DIR, list_parts, read_part_metadata
+from classify_job.report.summary import write_summary
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out: Path
+    parts: int
+    summary: dict[str, Any]
+    shards: dict[str, list[str]]
+
+
+def merge_outputs(sources: list[Path], out: Path, allow_missing_shards: bool = False) -> MergeResult:
+    """Copy every part of ``sources`` into ``out/predictions`` and write one summary.
+
+    Raises InputError when the sources disagree on model or input tree, when a shard is missing
+    or given twice, or when a relpath appears in more than one source.
+    """
+    parts = {src: _parts_of(src) for src in sources}
+    facts = {src: read_part_metadata(p[-1]) for src, p in parts.items()}
+    _check_same(facts, "model_id", "model")
+    _check_same(facts, "input_dir", "input directory")
+    shards = _check_shards(facts, allow_missing_shards)
+    _check_disjoint(parts)
+    with output_lock(_make_dir(out)):
+        _replace_predictions(out, [p for src in sources for p in parts[src]])
+        summary = write_summary(out)
+    return MergeResult(out, sum(map(len, parts.values())), summary, shards)
+
+
+def _parts_of(source: Path) -> list[Path]:
+    parts = list_parts(source)
+    if not parts:
+        raise InputError(f"no predictions to merge in {source}")
+    return parts
+
+
+def _check_same(facts: dict[Path, dict], key: str, what: str) -> None:
+    values = {str(f.get(key)) for f in facts.values()}
+    if len(values) > 1:
+        detail = ", ".join(f"{src}: {f.get(key)}" for src, f in facts.items())
+        raise InputError(f"cannot merge outputs of different {what}s ({detail})")
+
+
+def _check_shards(facts: dict[Path, dict], allow_missing: bool) -> dict[str, list[str]]:
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for src, f in facts.items():
+        by_shard[f.get("shard", "0/1")].append(str(src))
+    counts = {int(s.split("/")[1]) for s in by_shard}
+    if len(counts) > 1:
+        raise InputError(f"sources were split into different shard counts: {sorted(by_shard)}")
+    twice = {s: srcs for s, srcs in by_shard.items() if len(srcs) > 1}
+    if twice:
+        raise InputError(f"shard given more than once: {twice}")
+    (n,) = counts
+    missing = sorted(set(range(n)) - {int(s.split("/")[0]) for s in by_shard})
+    if missing and not allow_missing:
+        raise InputError(
+            f"missing shard(s) {', '.join(f'{k}/{n}' for k in missing)}; add them or allow missing"
+        )
+    return dict(by_shard)
+
+
+def _check_disjoint(parts: dict[Path, list[Path]]) -> None:
+    owners = [np.concatenate([relpath_hashes(p) for p in ps]) for ps in parts.values()]
+    source_of = np.concatenate([np.full(len(h), i) for i, h in enumerate(owners)])
+    hashes = np.concatenate(owners)
+    order = np.argsort(hashes, kind="stable")
+    same = hashes[order][1:] == hashes[order][:-1]
+    clash = same & (source_of[order][1:] != source_of[order][:-1])
+    if clash.any():
+        raise InputError(
+            f"{int(clash.sum())} file(s) appear in more than one source; were shards overlapping?"
+        )
+
+
+def _make_dir(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _replace_predictions(out: Path, parts: list[Path]) -> None:
+    """Build the new predictions folder beside the old one, then swap them in two renames."""
+    staging = out / f".{PREDICTIONS_DIR}.merging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for part in parts:
+        shutil.copy2(part, staging / part.name)
+    old = out / f".{PREDICTIONS_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / PREDICTIONS_DIR).exists():
+        os.replace(out / PREDICTIONS_DIR, old)
+    os.replace(staging, out / PREDICTIONS_DIR)
+    shutil.rmtree(old, ignore_errors=True)

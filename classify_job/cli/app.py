@@ -1,0 +1,63 @@
+"""The Typer application every command module registers on, and the one place typed library
+errors become a line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from classify_job import errors
+
+app = typer.Typer(
+    help="Train image classifiers on folder datasets and classify huge image trees into Parquet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Documented in the README; schedulers rely on them.
+EXIT_CODES: dict[type[errors.ClassifyJobError], int] = {
+    errors.InputError: 2,
+    errors.DatasetError: 2,
+    errors.BundleError: 3,
+    errors.WeightsError: 3,
+    errors.OutputError: 4,
+    errors.LockHeldError: 5,
+    errors.ErrorRateExceeded: 6,
+    errors.Interrupted: 75,
+}
+
+T = TypeVar("T")
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")]
+
+
+def guarded(call: Callable[[], T], verbose: bool = False) -> T:
+    """Run library code; turn its typed errors into one line on stderr and an exit code."""
+    from rich.markup import escape
+
+    from classify_job.cli.console import stderr
+
+    try:
+        return call()
+    except errors.ClassifyJobError as exc:
+        code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(code) from None
+    except Exception as exc:
+        if verbose:
+            raise
+        stderr.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (rerun with --verbose)"
+        )
+        raise typer.Exit(1) from None
+
+
+def run(call: Callable[[], T], verbose: bool) -> T:
+    """Set up logging, then :func:`guarded`: what every command does first."""
+    from classify_job.runtime import setup_logging
+
+    setup_logging(verbose)
+    return guarded(call, verbose)

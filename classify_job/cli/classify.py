@@ -1,0 +1,115 @@
+"""``classify`` and ``merge``: a tree into OUT/predictions, and shard outputs into one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from classify_job.cli.app import Verbose, app, run
+
+
+@app.command()
+def classify(
+    input_dir: Annotated[Path | None, typer.Argument(help="Directory tree of images to classify.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle directory.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML job file with a [classify] table.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per model call. [default: 32]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads. [default: 2]")] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Classes kept in top_labels/top_probs. [default: 3]")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Classify only shard K of N, written K/N (0-based).")
+    ] = None,
+    fresh: Annotated[
+        bool | None, typer.Option("--fresh", help="Ignore and delete earlier output in OUT.")
+    ] = None,
+    ext: Annotated[str | None, typer.Option(help="Comma-separated extensions, e.g. jpg,png.")] = None,
+    follow_symlinks: Annotated[bool | None, typer.Option("--follow-symlinks/--no-follow-symlinks")] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option(help="Exit 6 when more than this fraction of files fail (0-1).")
+    ] = None,
+    rows_per_part: Annotated[
+        int | None, typer.Option(help="Rows per Parquet part file. [default: 10000]")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="local (this process) or ray (Ray Data). [default: local]")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; default: start a local one.")
+    ] = None,
+    ray_actors: Annotated[
+        int | None, typer.Option(help="Model actors for --engine ray. [default: 1]")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Classify every image under INPUT_DIR into OUT/predictions (Parquet) and OUT/summary.json.
+
+    Rerunning with the same OUT resumes: files that already have a row for this model are skipped.
+    """
+    from classify_job.classify.config import ClassifyConfig
+
+    run(
+        lambda: _classify(
+            ClassifyConfig.resolve(
+                config, input_dir=input_dir, model=model, out=out, batch_size=batch_size, workers=workers,
+                top_k=top_k, shard=shard, fresh=fresh, extensions=ext, follow_symlinks=follow_symlinks,
+                max_error_rate=max_error_rate, rows_per_part=rows_per_part, engine=engine,
+                ray_address=ray_address, ray_actors=ray_actors,
+            )
+        ),
+        verbose,
+    )  # fmt: skip
+
+
+def _classify(config) -> None:
+    from classify_job.classify.run import run_classify
+    from classify_job.cli.console import progress_reporter, stdout, summary_table
+    from classify_job.runtime import stop_on_signals
+
+    with stop_on_signals() as stop, progress_reporter(config.log_every_s) as on_progress:
+        result = run_classify(config, on_progress, stop)
+    p = result.progress
+    logging.getLogger("classify_job").info(
+        "run %s done: %d classified (%d errors), %d already done, %.1f img/s",
+        *(result.run_id, p.classified, p.errors, p.skipped, p.images_per_second),
+        extra={"fields": {"event": "run_done", **p.fields()}},
+    )
+    if p.classified == 0:
+        stdout.print(
+            f"Nothing to classify: all {p.skipped} files already have a row in {result.out}.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if result.summary:
+        stdout.print(summary_table(result.summary))
+    stdout.print(
+        f"Predictions: {result.out / 'predictions'}\nSummary:     {result.out / 'summary.json'}\n"
+        f"Report:      {result.out / 'report.html'}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Output directories of shard runs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the merged dataset.")],
+    allow_missing_shards: Annotated[bool, typer.Option(help="Merge even if some shards are absent.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Merge shard outputs into OUT: every file once, one model, one summary."""
+    from classify_job.classify.merge import merge_outputs
+    from classify_job.cli.console import stdout, summary_table
+
+    result = run(lambda: merge_outputs(sources, out, allow_missing_shards), verbose)
+    stdout.print(summary_table(result.summary))
+    stdout.print(
+        f"Merged {len(sources)} outputs ({result.parts} parts) into {out}", markup=False, soft_wrap=True
+    )

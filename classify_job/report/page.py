@@ -1,0 +1,226 @@
+"""The HTML of ``OUT/report.html``: sections built from a summary, the kept rows and model facts.
+
+Every value that came from data is escaped; images are ``data:`` URIs, so the page is one file.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classify_job.report.samples import BINS, ReportRow, Samples
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
+    """A table from header names (escaped here) and rows of cells that are HTML already."""
+    thead = "".join(f"<th>{_e(name)}</th>" for name in head)
+    body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
+    return f'<table class="{cls}"><thead><tr>{thead}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _td(value: Any, num: bool = False) -> str:
+    return f'<td class="num">{_e(value)}</td>' if num else f"<td>{_e(value)}</td>"
+
+
+def _dl(facts: dict[str, Any]) -> str:
+    return (
+        '<dl class="facts">'
+        + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts.items())
+        + "</dl>"
+    )
+
+
+def render_page(
+    out: Path, summary: dict[str, Any], samples: Samples, thumbs: dict[str, str], model: dict[str, Any]
+) -> str:
+    """The whole page; every value that came from data is escaped."""
+    sections = [
+        ("facts", "Run", _facts_section(summary)),
+        ("labels", "Images per label", _labels_section(summary)),
+        ("confidence", "Confidence per label", _confidence_section(samples)),
+        ("errors", "Errors by reason", _errors_section(summary)),
+        ("samples", "Most and least confident", _samples_section(samples, thumbs)),
+        ("review", "Review queue", _review_section(samples, thumbs)),
+        ("model", "Model evaluation", _model_section(model)),
+    ]
+    nav = " ".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections)
+    main = "\n".join(
+        f'<section id="{key}"><h2>{_e(title)}</h2>{body}</section>' for key, title, body in sections
+    )
+    title = _e(f"classify-job report: {out.absolute().name}")
+    generated = f"generated {_e(summary['generated_at'])} from <code>{_e(out.absolute())}</code>"
+    return (
+        '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title>\n<style>{_css()}</style></head>\n"
+        f"<body>\n<header><h1>{title}</h1><p>{generated}</p><nav>{nav}</nav></header>\n"
+        f"<main>\n{main}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _facts_section(summary: dict[str, Any]) -> str:
+    facts = {
+        "model": summary["model_id"],
+        "run": f"{summary['run_id']} (latest of {summary['runs']})",
+        "started": summary["run_started_at"],
+        "input": f"{summary['input_dir']} (shard {summary['shard']})",
+        "files": f"{summary['files']:,}: {summary['ok']:,} ok, {summary['errors']:,} errors",
+        "latest run": f"{summary['classified_in_run']:,} files in {summary['elapsed_s']} s "
+        f"({summary['images_per_second']} images/s); {summary['skipped']:,} kept from earlier runs",
+    }
+    if len(summary["model_ids"]) > 1:
+        facts["models in data"] = ", ".join(summary["model_ids"])
+    return _dl(facts)
+
+
+def _labels_section(summary: dict[str, Any]) -> str:
+    labels = sorted(summary["labels"].items(), key=lambda item: (-item[1], item[0]))
+    if not labels:
+        return "<p>No image was classified.</p>"
+    top, ok = labels[0][1], max(summary["ok"], 1)
+    rows = (
+        [_td(label), _td(f"{n:,}", True), _td(f"{n / ok:.1%}", True), _bar_cell(n / top)]
+        for label, n in labels
+    )
+    return _table(("label", "images", "share", ""), rows, "bars")
+
+
+def _bar_cell(fraction: float) -> str:
+    return f'<td class="bar"><span style="width:{100 * fraction:.1f}%"></span></td>'
+
+
+def _confidence_section(samples: Samples) -> str:
+    if not samples.hist:
+        return "<p>No image was classified.</p>"
+    charts = "".join(
+        f"<figure>{_histogram_svg(samples.hist[label], samples.threshold)}"
+        f"<figcaption>{_e(label)}</figcaption></figure>"
+        for label in sorted(samples.hist)
+    )
+    hint = (
+        f"Images per confidence bin of width {1 / BINS:g} (hover a bar for its count); "
+        f"the dashed line is the review threshold {samples.threshold:g}."
+    )
+    return f'<p class="hint">{hint}</p><div class="hists">{charts}</div>'
+
+
+def _histogram_svg(counts: np.ndarray, threshold: float, width: int = 240, height: int = 80) -> str:
+    step, peak, n = width / len(counts), max(int(counts.max()), 1), len(counts)
+    bars = "".join(
+        f'<rect x="{i * step + 1:.1f}" y="{height * (1 - c / peak):.1f}" width="{step - 2:.1f}" '
+        f'height="{height * c / peak:.1f}"><title>{i / n:.2f}-{(i + 1) / n:.2f}: {c:,}</title></rect>'
+        for i, c in enumerate(counts.tolist())
+    )
+    y = height + 14
+    axis = f'<text x="0" y="{y}">0</text><text x="{width}" y="{y}" text-anchor="end">1</text>'
+    axis += f'<line x1="{width * threshold:.1f}" x2="{width * threshold:.1f}" y1="0" y2="{height}"/>'
+    return (
+        f'<svg class="hist" viewBox="0 0 {width} {height + 16}" width="{width}" height="{height + 16}" '
+        f'role="img" aria-label="confidence histogram">{bars}{axis}</svg>'
+    )
+
+
+def _errors_section(summary: dict[str, Any]) -> str:
+    reasons = summary["error_reasons"]
+    if not reasons:
+        return "<p>No errors.</p>"
+    rows = [[_td(reason), _td(f"{n:,}", True)] for reason, n in reasons.items()]
+    other = summary["errors"] - sum(reasons.values())
+    if other:
+        rows.append(["<td><em>other reasons</em></td>", _td(f"{other:,}", True)])
+    return _table(("reason", "files"), rows)
+
+
+def _samples_section(samples: Samples, thumbs: dict[str, str]) -> str:
+    if not samples.hist:
+        return "<p>No image was classified.</p>"
+    return "".join(_label_sheets(samples, label, thumbs) for label in sorted(samples.hist))
+
+
+def _label_sheets(samples: Samples, label: str, thumbs: dict[str, str]) -> str:
+    count = int(samples.hist[label].sum())
+    heading = f"<h3>{_e(label)} <small>{count:,} images</small></h3>"
+    if count <= samples.per_label:  # both lists hold every image: show them once
+        return f"{heading}{_sheet(samples.top[label].items, thumbs)}"
+    return (
+        f"{heading}<h4>most confident</h4>{_sheet(samples.top[label].items, thumbs)}"
+        f"<h4>least confident</h4>{_sheet(samples.bottom[label].items, thumbs)}"
+    )
+
+
+def _sheet(items: list[ReportRow], thumbs: dict[str, str]) -> str:
+    figures = "".join(
+        f'<figure>{_img(s, thumbs)}<figcaption title="{_e(s.relpath)}">{s.confidence:.3f}'
+        f"<span>{_e(s.relpath)}</span></figcaption></figure>"
+        for s in items
+    )
+    return f'<div class="sheet">{figures}</div>'
+
+
+def _img(s: ReportRow, thumbs: dict[str, str]) -> str:
+    return f'<img src="{thumbs[s.path]}" alt="{_e(s.relpath)}" title="{_e(s.relpath)}">'
+
+
+def _review_section(samples: Samples, thumbs: dict[str, str]) -> str:
+    shown, total = samples.review.items, samples.review_total
+    if not total:
+        return "<p>No image needs review.</p>"
+    rows = (
+        [
+            f"<td>{_img(s, thumbs)}</td>",
+            f"<td><code>{_e(s.relpath)}</code></td>",
+            _td(s.label),
+            _td(f"{s.confidence:.3f}", True),
+            _td(f"{s.margin:.3f}", True),
+            _td(s.reason),
+            _td(", ".join(f"{label} {p:.3f}" for label, p in s.top)),
+        ]
+        for s in shown
+    )
+    head = ("image", "relpath", "label", "confidence", "margin", "why", "top probabilities")
+    rule = (
+        f"confidence under {samples.threshold:g} or top two probabilities less than {samples.margin:g} apart"
+    )
+    count = f"<p>{total:,} images need review ({_e(rule)}); the {len(shown):,} least confident are shown.</p>"
+    return count + _table(head, rows, "review")
+
+
+def _model_section(model: dict[str, Any]) -> str:
+    parts = [f'<p class="note">{_e(model["note"])}</p>'] if "note" in model else []
+    if "spec" in model:
+        spec = model["spec"]
+        height, width = spec.image_size
+        facts = {"bundle": model["path"], "architecture": spec.architecture, "input": f"{width}x{height}"}
+        parts.append(_dl({**facts, "labels": ", ".join(spec.labels)}))
+    if "metrics" in model:
+        parts.append(_metrics_html(model["metrics"]))
+    elif "spec" in model:
+        parts.append("<p>The bundle holds no metrics.json.</p>")
+    if "confusion_png" in model:
+        src = f"data:image/png;base64,{model['confusion_png']}"
+        parts.append(f'<img class="confusion" src="{src}" alt="confusion matrix">')
+    return "".join(parts)
+
+
+def _metrics_html(metrics: dict[str, Any]) -> str:
+    head = ("split", "num_images", "accuracy", "loss", "macro_precision", "macro_recall", "macro_f1")
+    columns = ("label", "precision", "recall", "f1", "support")
+    rows = ([_td(_fmt(c.get(k)), k != "label") for k in columns] for c in metrics.get("per_class", []))
+    return _dl({k: _fmt(metrics[k]) for k in head if k in metrics}) + _table(columns, rows)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _css() -> str:
+    return files("classify_job.report").joinpath("report.css").read_text(encoding="utf-8")

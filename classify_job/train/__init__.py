@@ -1,0 +1,1 @@
+"""Folder dataset -> model bundle: index and decode, fit or fine-tune, evaluate, plot, write the bundle."""

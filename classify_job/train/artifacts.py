@@ -1,0 +1,156 @@
+"""What a training run leaves in its bundle: files, plots and the model card.
+
+:func:`write_outputs` saves the model with its ``bundle.json`` (see :mod:`classify_job.bundle`), the test
+evaluation, ``history.csv``, ``bad_files.csv``, ``training_curves.png`` and a README.md model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from classify_job import atomic
+from classify_job.bundle import BundleSpec, save_bundle
+from classify_job.hashing import SPLIT_HASH
+from classify_job.train.config import TrainConfig
+from classify_job.train.dataset import BadFile, TrainingData
+from classify_job.train.evaluate import write_report
+from classify_job.train.fit import best_epoch, monitor_metric
+from classify_job.train.metrics import EvaluationReport
+from classify_job.train.plots import plot_training_curves
+from classify_job.versions import library_versions
+
+
+def write_outputs(
+    net: Any,
+    config: TrainConfig,
+    data: TrainingData,
+    weights: dict[int, float] | None,
+    history: Sequence[dict[str, float]],
+    report: EvaluationReport,
+    wall_time_s: float,
+    facts: dict[str, Any] | None = None,
+) -> BundleSpec:
+    """Write the bundle (model.keras, bundle.json) and its reports, history, curves and model card.
+
+    ``facts`` from an architecture's own recipe (e.g. pretrained weights' source) join bundle.json's extra.
+    """
+    monitor = monitor_metric(data)
+    training = {
+        "config": config.to_dict(),
+        "data_fingerprint": data.index.fingerprint(),
+        "layout": data.index.layout,
+        "parameters": int(net.count_params()),
+        "split_sizes": data.split_sizes(),
+        "class_weights": {data.index.classes[k]: w for k, w in weights.items()} if weights else None,
+        "bad_files": len(data.bad_files),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch(history, monitor),
+        "wall_time_s": round(wall_time_s, 1),
+        "evaluated_on": report.split,
+        "split_hash": SPLIT_HASH,
+    }
+    spec = BundleSpec(
+        labels=data.index.classes,
+        image_size=config.image_size,
+        color_mode=config.color_mode,
+        architecture=config.arch,
+        extra={
+            # evaluate.py reads data_dir, val_split, test_split and extensions from here.
+            "training": {**training["config"], "data_dir": str(config.data_dir.resolve())},
+            "run": {k: v for k, v in training.items() if k != "config"},
+            "metrics": report.summary(),
+            "versions": library_versions(),
+            **(facts or {}),
+        },
+    )
+    spec = save_bundle(config.out_dir, net, spec)
+    write_report(report, config.out_dir, extra={"model_id": spec.model_id, "training": training})
+    write_bad_files(data.bad_files, config.out_dir / "bad_files.csv")
+    write_history(history, config.out_dir / "history.csv")
+    plot_training_curves(history, config.out_dir / "training_curves.png", training["best_epoch"])
+    write_model_card(spec, report, training, config.out_dir / "README.md")
+    return spec
+
+
+def write_history(history: Sequence[dict[str, float]], path: Path) -> None:
+    """One CSV row per epoch: epoch, seconds, learning rate and every Keras metric."""
+    import pandas as pd
+
+    with atomic.atomic_path(path) as tmp:
+        pd.DataFrame(list(history)).to_csv(tmp, index=False)
+
+
+def write_bad_files(bad_files: Sequence[BadFile], path: Path) -> None:
+    """The files that were skipped, one row each with the reason (header only when there are none)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([dataclasses.asdict(b) for b in bad_files], columns=["relpath", "reason"])
+    with atomic.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def write_model_card(
+    spec: BundleSpec, report: EvaluationReport, training: dict[str, Any], path: Path
+) -> None:
+    """A README.md a person can read: what the model is, what it was trained on, how well it does."""
+    config, pre = training["config"], spec.preprocessing
+    size = f"{spec.image_size[0]}x{spec.image_size[1]} {spec.color_mode}"
+    lines = [
+        f"# Model card: {spec.model_id}",
+        "",
+        f"An image classifier ({spec.architecture}) "
+        f"{'fine-tuned from ImageNet weights' if 'pretrained' in spec.extra else 'trained from scratch'}"
+        " by `classify_job.train`.",
+        f"It always answers with one of its {len(spec.labels)} labels, even for images of something else.",
+        "",
+        "## Input",
+        f"- Labels: {', '.join(spec.labels)}",
+        f"- Image: {size}, decoded by `{pre['function']}` ({pre['resize']}, EXIF orientation,",
+        "  alpha on white); float32 pixels 0..255, normalisation inside the model.",
+        "",
+        "## Data",
+        f"- Folder: `{config['data_dir']}` (layout {training['layout']})",
+        f"- Fingerprint `{training['data_fingerprint']}` (hash of relative paths and sizes)",
+        f"- Split sizes: {training['split_sizes']}",
+        f"- Unreadable files skipped: {training['bad_files']} (listed in bad_files.csv)",
+        f"- Class weights: {training['class_weights'] or 'none (classes balanced enough)'}",
+        "",
+        "## Training",
+        f"- {training['epochs_run']} of {config['epochs']} epochs (best {training['best_epoch']}), "
+        f"batch {config['batch_size']}, seed {config['seed']}, {training['wall_time_s']:.0f} s",
+        f"- {training['parameters']:,} parameters; AdamW, learning rate {config['learning_rate']} "
+        f"({config['lr_schedule']}), "
+        f"weight decay {config['weight_decay']}",
+        f"- Augmentation: {describe_augmentation(config['augment'])}",
+        "",
+        f"## Results on the {report.split} split ({report.num_images} images)",
+        f"- Accuracy {report.accuracy:.4f}, macro F1 {report.macro_f1:.4f}, cross-entropy {report.loss:.4f}",
+        f"- Best class: {report.best_class}; worst class: {report.worst_class}",
+        "",
+        "| class | precision | recall | F1 | images |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {c.label} | {c.precision:.3f} | {c.recall:.3f} | {c.f1:.3f} | {c.support} |"
+            for c in report.per_class
+        ),
+        "",
+        "Most frequent confusions:",
+        *(f"- {c.true} -> {c.predicted}: {c.count} ({c.rate:.1%})" for c in report.top_confusions[:5]),
+        "",
+        "Files: metrics.json, per_class.csv, confusion_matrix.csv/png, misclassified.csv (most confident",
+        "mistakes first: check them for label errors), history.csv, training_curves.png, bad_files.csv.",
+    ]
+    atomic.write_text(path, "\n".join(lines) + "\n")
+
+
+def describe_augmentation(augment: dict[str, Any]) -> str:
+    """``flip horizontal, translate 0.071`` from the recorded settings; ``none`` when all are off."""
+    active = [
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in augment.items()
+        if v not in (0, "none")
+    ]
+    return ", ".join(active) or "none"

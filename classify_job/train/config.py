@@ -1,0 +1,98 @@
+"""The settings of one training run, from flags and the ``[train]`` table of a job file.
+
+What depends on the architecture (its default image size, the colour modes it accepts) is
+settled by :func:`classify_job.train.architectures.configure` when training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classify_job.config import build, check, resolve
+from classify_job.imageio import COLOR_MODES
+from classify_job.train.augment import AugmentConfig
+from classify_job.walk import DEFAULT_EXTENSIONS
+
+LR_SCHEDULES = ("plateau", "cosine")
+CLASS_WEIGHTING = ("auto", "balanced", "none")
+REQUIRED = {"data_dir": "DATA", "out_dir": "--out"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; recorded in the bundle as ``extra["training"]``."""
+
+    data_dir: Path
+    out_dir: Path
+    arch: str = "cnn"
+    epochs: int = 30
+    batch_size: int = 128
+    image_size: tuple[int, int] | None = None  # None: the architecture's default
+    color_mode: str = "rgb"
+    seed: int = 0
+    val_split: float = 0.1
+    test_split: float = 0.1
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_schedule: str = "plateau"
+    warmup_epochs: int = 0
+    patience: int = 6
+    lr_patience: int = 2
+    class_weighting: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    extensions: tuple[str, ...] = tuple(sorted(DEFAULT_EXTENSIONS))
+    workers: int = 4
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        if size is not None:
+            size = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
+        object.__setattr__(self, "image_size", size)
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
+        object.__setattr__(self, "arch_options", dict(self.arch_options))
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", build(AugmentConfig, self.augment, "augment"))
+        self._validate()
+
+    def _validate(self) -> None:
+        size = self.image_size
+        size_ok = size is None or (len(size) == 2 and min(size) >= 8)
+        check(
+            self,
+            {
+                "epochs": (self.epochs >= 1, ">= 1"),
+                "batch_size": (self.batch_size >= 1, ">= 1"),
+                "image_size": (size_ok, "(height, width), each >= 8"),
+                "color_mode": (self.color_mode in COLOR_MODES, f"one of {sorted(COLOR_MODES)}"),
+                "learning_rate": (self.learning_rate > 0, "> 0"),
+                "lr_schedule": (self.lr_schedule in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
+                "warmup_epochs": (0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
+                "class_weighting": (self.class_weighting in CLASS_WEIGHTING, f"one of {CLASS_WEIGHTING}"),
+                "val_split": (0 <= self.val_split < 1 - self.test_split, "in [0, 1 - test_split)"),
+                "test_split": (0 <= self.test_split < 1, "in [0, 1)"),
+            },
+        )
+
+    @classmethod
+    def resolve(cls, job_file: Path | None = None, **flags: Any) -> TrainConfig:
+        """From ``[train]`` in ``job_file`` (``[train.augment]``, ``[train.arch_options]``) and the
+        flags given (None = not given); flags win, ``arch_options`` merge key by key."""
+        return resolve(cls, job_file, "train", REQUIRED, **flags)
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with every override that is not None applied."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as recorded in ``bundle.json``."""
+        data = dataclasses.asdict(self)
+        data.update(data_dir=str(self.data_dir), out_dir=str(self.out_dir), extensions=list(self.extensions))
+        data["image_size"] = list(self.image_size) if self.image_size else None
+        return data

@@ -1,0 +1,316 @@
+"""Fine-tune ImageNet EfficientNet-Lite0: a head on cached frozen features, then optionally the top blocks.
+
+Phase 1 keeps the backbone frozen (BatchNorm in inference mode), so its 1280 features are a fixed
+function of each image: they are computed once per image, batched through one compiled call, and
+only the dropout + softmax head trains on them, for many epochs at almost no cost. Phase 2
+(``fine_tune_blocks > 0``) unfreezes the top MBConv blocks and the head convolution, BatchNorm
+excepted, and trains on augmented pixels at a lower rate; the phase with the lower validation loss
+is kept. Either way the model is the whole classifier (pixels 0..255 -> probabilities), so bundles
+work with ``classify`` unchanged. Selected with ``TrainConfig(arch="efficientnet_lite0")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import keras
+import numpy as np
+
+from classify_job.classify.predict import pad_batch
+from classify_job.config import build, check
+from classify_job.errors import InputError
+from classify_job.nets import pretrained
+from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
+from classify_job.train.augment import AugmentConfig, build_augmentation
+from classify_job.train.config import TrainConfig
+from classify_job.train.dataset import LoadedSplit, TrainingData
+from classify_job.train.fit import EpochInfo, fit, monitor_metric
+from classify_job.versions import package_version
+
+log = logging.getLogger(__name__)
+
+BACKBONE = "efficientnet_lite0"  # the nested backbone model's name inside the classifier
+NO_AUGMENT = AugmentConfig("none", 0.0, 0.0, 0.0, 0.0, 0.0)
+NUM_BLOCKS = len(block_specs())
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """``TrainConfig.arch_options`` of efficientnet_lite0.
+
+    ``augmented_views``: extra randomly augmented copies of each training image whose features are
+    cached beside the clean ones (each costs one more backbone pass over the training set).
+    ``fine_tune_blocks``: top MBConv blocks (of 16) unfrozen in phase 2, plus the head convolution;
+    0 skips phase 2. Rates derive from ``TrainConfig.learning_rate``: the head alone trains at
+    ``head_lr_factor`` times it (a linear head on fixed features converges ~10x faster than a 1e-3
+    rate allows in 30 short epochs), phase 2 at ``fine_tune_lr_factor`` times it, for up to
+    ``fine_tune_epochs``.
+    """
+
+    dropout: float = 0.2
+    augmented_views: int = 0
+    head_lr_factor: float = 10.0
+    fine_tune_blocks: int = 0
+    fine_tune_epochs: int = 10
+    fine_tune_lr_factor: float = 0.1
+    feature_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        check(
+            self,
+            {
+                "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+                "augmented_views": (self.augmented_views >= 0, ">= 0"),
+                "head_lr_factor": (self.head_lr_factor > 0.0, "> 0"),
+                "fine_tune_blocks": (0 <= self.fine_tune_blocks <= NUM_BLOCKS, f"in [0, {NUM_BLOCKS}]"),
+                "fine_tune_epochs": (self.fine_tune_epochs >= 1, ">= 1"),
+                "fine_tune_lr_factor": (0.0 < self.fine_tune_lr_factor <= 1.0, "in (0, 1]"),
+                "feature_batch_size": (self.feature_batch_size >= 1, ">= 1"),
+            },
+        )
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> FinetuneOptions:
+        """Parse ``arch_options``; unknown keys are an error rather than silently ignored."""
+        return build(cls, options, "efficientnet_lite0 arch_options")
+
+
+def build_pretrained_classifier(
+    num_classes: int, image_size: tuple[int, int], channels: int, **options: Any
+) -> keras.Model:
+    """Registered builder: frozen ImageNet Lite0 backbone + dropout + softmax head, pixels 0..255 in."""
+    if channels != 3:
+        raise InputError(f"efficientnet_lite0 needs rgb images. Received: {channels} channel(s)")
+    parsed = FinetuneOptions.from_dict(options)
+    backbone = pretrained.pretrained_backbone(image_size, fast=True)
+    backbone.trainable = False
+    return build_classifier(backbone, num_classes, parsed.dropout)
+
+
+def fit_pretrained(
+    net: keras.Model,
+    data: TrainingData,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """Phase 1 (head on cached features), then phase 2 if asked; returns history rows and bundle facts.
+
+    Rows carry a ``phase`` column and epochs numbered across both phases; the phase whose best
+    epoch has the lower validation loss (training loss without a validation split) is kept.
+    """
+    options = FinetuneOptions.from_dict(config.arch_options)
+    total = config.epochs + (options.fine_tune_epochs if options.fine_tune_blocks else 0)
+    started = time.perf_counter()
+    features = cache_features(net.get_layer(BACKBONE), data, config, options)
+    feature_seconds = time.perf_counter() - started
+    head_hook = _shifted(on_epoch, 0, total)
+    history = _phase(1, fit_head(net, features, config, weights, options, head_hook, callbacks))
+    facts = {"feature_extraction_s": round(feature_seconds, 1), "kept_phase": 1}
+    if options.fine_tune_blocks:
+        hook = _shifted(on_epoch, len(history), total)
+        rows, facts["kept_phase"] = _phase_two(net, data, config, weights, options, history, hook, callbacks)
+        history += rows
+    return history, {"pretrained": {**weights_provenance(), **facts}}
+
+
+def _phase_two(
+    net: keras.Model,
+    data: TrainingData,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    options: FinetuneOptions,
+    history: list[dict[str, float]],
+    on_epoch: Callable[[EpochInfo], None] | None,
+    callbacks: Sequence[Any],
+) -> tuple[list[dict[str, float]], int]:
+    """Fine-tune; go back to the phase-1 weights unless phase 2 reached a lower monitored loss."""
+    monitor = monitor_metric(data)
+    phase_one = [v.numpy() for v in net.weights]
+    rows = _phase(2, fine_tune(net, data, config, weights, options, on_epoch, callbacks), len(history))
+    if _best(rows, monitor) < _best(history, monitor):
+        return rows, 2
+    net.set_weights(phase_one)
+    log.info("phase 2 did not lower %s below %.4f: kept the phase-1 model", monitor, _best(history, monitor))
+    return rows, 1
+
+
+def cache_features(
+    backbone: keras.Model, data: TrainingData, config: TrainConfig, options: FinetuneOptions
+) -> TrainingData:
+    """The training and validation splits with each image replaced by its backbone features.
+
+    Training images are taken once as they are and ``augmented_views`` more times through the
+    training augmentation; validation images once, unaugmented. The test split is left untouched.
+    """
+    clean = feature_function(backbone)
+    parts = [extract_features(clean, data.train.images, options.feature_batch_size)]
+    augmentation = build_augmentation(config.augment, config.seed) if options.augmented_views else None
+    if options.augmented_views and augmentation is None:
+        log.warning("augmented_views=%d ignored: augmentation is off", options.augmented_views)
+    if augmentation is not None:
+        augmented = feature_function(backbone, augmentation)
+        parts += [
+            extract_features(augmented, data.train.images, options.feature_batch_size)
+            for _ in range(options.augmented_views)
+        ]
+    views = len(parts)
+    train = LoadedSplit(np.concatenate(parts), np.tile(data.train.labels, views), data.train.relpaths * views)
+    val = LoadedSplit(
+        extract_features(clean, data.val.images, options.feature_batch_size),
+        data.val.labels,
+        data.val.relpaths,
+    )
+    return dataclasses.replace(data, train=train, val=val)
+
+
+def feature_function(backbone: keras.Model, augmentation: Any = None) -> Callable[[np.ndarray], np.ndarray]:
+    """One compiled call from a batch of pixels to features, BatchNorm in inference mode.
+
+    With ``augmentation`` each call first draws a random view of every image; the random state is
+    threaded through the calls so successive batches and views differ.
+    """
+    weights = (
+        [v.value for v in backbone.trainable_variables],
+        [v.value for v in backbone.non_trainable_variables],
+    )
+    if augmentation is not None:
+        augmentation.build((None, *backbone.input_shape[1:]))
+    state = [v.value for v in augmentation.non_trainable_variables] if augmentation is not None else []
+
+    @jax.jit
+    def forward(weights, state, pixels):
+        if augmentation is not None:
+            pixels, state = augmentation.stateless_call([], state, pixels, training=True)
+        features, _ = backbone.stateless_call(*weights, pixels, training=False)
+        return features, state
+
+    def call(pixels: np.ndarray) -> np.ndarray:
+        nonlocal state
+        features, state = forward(weights, state, pixels)
+        return np.asarray(features)
+
+    return call
+
+
+def extract_features(
+    features_of: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """(N, 1280) float32 features of uint8 images, in fixed-size batches (one compilation)."""
+    out = np.empty((len(images), FEATURES), dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        out[start : start + len(batch)] = features_of(pad_batch(batch, batch_size))[: len(batch)]
+    return out
+
+
+def fit_head(
+    net: keras.Model,
+    features: TrainingData,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    options: FinetuneOptions,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> list[dict[str, float]]:
+    """Train the classifier's own dropout + softmax layers on cached features, with :func:`fit`'s
+    optimizer, early stopping and rate reduction; augmentation already lives in the cached views."""
+    head_config = dataclasses.replace(
+        config, augment=NO_AUGMENT, learning_rate=config.learning_rate * options.head_lr_factor
+    )
+    return fit(head_model(net), features, head_config, weights, on_epoch, callbacks)
+
+
+def head_model(net: keras.Model) -> keras.Model:
+    """Features -> probabilities through the classifier's head layers (shared, not copied)."""
+    inputs = keras.Input((FEATURES,), name="features")
+    outputs = net.get_layer("predictions")(net.get_layer("head_dropout")(inputs))
+    return keras.Model(inputs, outputs, name="head")
+
+
+def fine_tune(
+    net: keras.Model,
+    data: TrainingData,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    options: FinetuneOptions,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> list[dict[str, float]]:
+    """Phase 2: unfreeze the top blocks and fit the whole classifier on augmented pixels at a low rate.
+
+    The backbone stays called with ``training=False`` and its BatchNorm layers stay frozen, so the
+    moving statistics never change; the backbone is frozen again afterwards.
+    """
+    backbone = net.get_layer(BACKBONE)
+    unfrozen = unfreeze_top_blocks(backbone, options.fine_tune_blocks)
+    log.info("phase 2: fine-tuning %d layers of the backbone", len(unfrozen))
+    phase_config = dataclasses.replace(
+        config,
+        epochs=options.fine_tune_epochs,
+        learning_rate=config.learning_rate * options.fine_tune_lr_factor,
+        warmup_epochs=0,
+    )
+    try:
+        return fit(net, data, phase_config, weights, on_epoch, callbacks)  # compiles anew: trainable changed
+    finally:
+        backbone.trainable = False
+
+
+def unfreeze_top_blocks(backbone: keras.Model, blocks: int) -> list[str]:
+    """Make the last ``blocks`` MBConv blocks and ``head_conv`` trainable, BatchNorm excepted.
+
+    Returns the names of the layers whose weights will train.
+    """
+    first = NUM_BLOCKS - blocks
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = _in_top_blocks(layer.name, first) and not isinstance(
+            layer, keras.layers.BatchNormalization
+        )
+    return [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+
+
+def _in_top_blocks(name: str, first: int) -> bool:
+    if name == "head_conv":
+        return True
+    index = name.removeprefix("block").split("_")[0]
+    return name.startswith("block") and index.isdigit() and int(index) >= first
+
+
+def weights_provenance() -> dict[str, Any]:
+    """Where the backbone's ImageNet weights come from, for bundle.json."""
+    package = pretrained.PACKAGE.replace("_", "-")
+    return {
+        "weights": "imagenet-1k",
+        "package": package,
+        "package_version": package_version(package),
+        "file": pretrained.PACKAGE_FILE[-1],
+        "sha256_prefix": pretrained.SOURCE_SHA256_PREFIX,
+    }
+
+
+def _shifted(
+    on_epoch: Callable[[EpochInfo], None] | None, offset: int, total: int
+) -> Callable[[EpochInfo], None] | None:
+    """The user's hook with epochs counted across phases."""
+    if on_epoch is None:
+        return None
+    return lambda info: on_epoch(dataclasses.replace(info, epoch=info.epoch + offset, epochs=total))
+
+
+def _phase(phase: int, rows: list[dict[str, float]], offset: int = 0) -> list[dict[str, float]]:
+    return [{"phase": phase, **row, "epoch": row["epoch"] + offset} for row in rows]
+
+
+def _best(rows: Sequence[dict[str, float]], monitor: str) -> float:
+    values = [row.get(monitor, math.inf) for row in rows]
+    return float(np.nanmin(values)) if values else math.inf

@@ -1,0 +1,128 @@
+"""Train a classifier on a folder dataset and write a model bundle with its reports.
+
+``train(TrainConfig(...))`` indexes and decodes the data once into uint8 arrays, fits the network
+with its architecture's recipe, evaluates the kept weights on the test split and writes the bundle
+with :mod:`classify_job.train.artifacts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classify_job.bundle import SPEC_FILE, BundleSpec
+from classify_job.errors import DatasetError, OutputError
+from classify_job.runtime import set_seeds
+from classify_job.train.architectures import architecture, build_model, configure
+from classify_job.train.artifacts import write_outputs
+from classify_job.train.config import TrainConfig
+from classify_job.train.dataset import BadFile, TrainingData, class_weights, index_dataset, load_split
+from classify_job.train.evaluate import evaluate_arrays
+from classify_job.train.fit import EpochInfo, best_epoch, monitor_metric
+from classify_job.train.metrics import EvaluationReport
+
+log = logging.getLogger(__name__)
+
+IMBALANCE_RATIO = 1.5  # "auto" weights classes once the largest is this many times the smallest
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`: where the bundle is, its spec, history and the test evaluation."""
+
+    bundle_dir: Path
+    spec: BundleSpec
+    report: EvaluationReport
+    history: tuple[dict[str, float], ...]
+    split_sizes: dict[str, int]
+    bad_files: tuple[BadFile, ...]
+    best_epoch: int
+    wall_time_s: float
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.mean([row["seconds"] for row in self.history])) if self.history else 0.0
+
+
+def train(
+    config: TrainConfig,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train ``config.arch`` on ``config.data_dir`` and write the bundle into ``config.out_dir``.
+
+    ``on_epoch`` is called after every epoch (for progress displays); ``callbacks`` are extra Keras
+    callbacks (for per-batch progress).
+    """
+    started = time.perf_counter()
+    config = configure(config)
+    _check_out_dir(config)
+    set_seeds(config.seed)
+    data = prepare_data(config)
+    weights = choose_class_weights(data.train.labels, len(data.index.classes), config.class_weighting)
+    net = build_model(
+        config.arch, len(data.index.classes), config.image_size, config.color_mode, config.arch_options
+    )
+    history, facts = architecture(config.arch).fit(net, data, config, weights, on_epoch, callbacks)
+    report = _evaluate_best(net, data)
+    spec = write_outputs(net, config, data, weights, history, report, time.perf_counter() - started, facts)
+    return TrainResult(
+        bundle_dir=config.out_dir,
+        spec=spec,
+        report=report,
+        history=tuple(history),
+        split_sizes=data.split_sizes(),
+        bad_files=data.bad_files,
+        best_epoch=best_epoch(history, monitor_metric(data)),
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def _check_out_dir(config: TrainConfig) -> None:
+    if (config.out_dir / SPEC_FILE).exists() and not config.overwrite:
+        raise OutputError(f"{config.out_dir} already holds a model bundle; choose another --out or overwrite")
+    try:
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {config.out_dir}: {exc}") from exc
+
+
+def prepare_data(config: TrainConfig) -> TrainingData:
+    """Index the folder, then decode every split once into uint8 arrays."""
+    started = time.perf_counter()
+    index = index_dataset(config.data_dir, config.val_split, config.test_split, config.extensions)
+    load = {
+        name: load_split(config.data_dir, samples, config.image_size, config.color_mode, config.workers)
+        for name, samples in index.splits.items()
+    }
+    if len(load["train"]) == 0:
+        raise DatasetError(f"no readable training images under {config.data_dir}")
+    bad = sum(len(split.bad_files) for split in load.values())
+    log.info(
+        "decoded %s images in %.1f s (%d unreadable)", index.split_sizes(), time.perf_counter() - started, bad
+    )
+    return TrainingData(index, load["train"], load["val"], load["test"])
+
+
+def choose_class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
+    """Balanced class weights for ``balanced``, or for ``auto`` when classes are imbalanced; else None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes)
+    if mode == "auto" and counts.max() <= IMBALANCE_RATIO * max(counts.min(), 1):
+        return None
+    return class_weights(labels, num_classes)
+
+
+def _evaluate_best(net: Any, data: TrainingData) -> EvaluationReport:
+    split, name = (data.test, "test") if len(data.test) else (data.val, "val")
+    if len(split) == 0:
+        split, name = data.train, "train"
+        log.warning("no test or validation images: the reported metrics are on the training split")
+    return evaluate_arrays(net, data.index.classes, split, name)

@@ -1,0 +1,77 @@
+"""The one walker: order, filters, hidden names, symlinks, and what it counts as skipped."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from classify_job.errors import InputError
+from classify_job.walk import WalkStats, iter_files
+
+
+def touch(root: Path, *relpaths: str) -> None:
+    for rel in relpaths:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 3)
+
+
+def relpaths(root: Path, **options) -> list[str]:
+    return [e.relpath for e in iter_files(root, **options)]
+
+
+def test_walk_is_sorted_recursive_and_filters_extensions(tmp_path):
+    touch(tmp_path, "b/2.JPG", "b/1.png", "a.jpeg", "c/d/e.webp", "notes.txt", "x.parquet")
+    assert relpaths(tmp_path) == ["a.jpeg", "b/1.png", "b/2.JPG", "c/d/e.webp"]
+    assert relpaths(tmp_path, extensions=["png"]) == ["b/1.png"]
+    assert relpaths(tmp_path / "b", extensions=["png"], prefix="train/b/") == ["train/b/1.png"]
+
+
+def test_entries_carry_absolute_path_size_and_mtime(tmp_path):
+    touch(tmp_path, "a.jpg")
+    (entry,) = iter_files(tmp_path)
+    assert entry.path == str(tmp_path / "a.jpg")
+    assert entry.size == 3
+    assert entry.mtime_ns == os.stat(tmp_path / "a.jpg").st_mtime_ns
+
+
+def test_hidden_files_and_excluded_folders_are_skipped(tmp_path):
+    touch(tmp_path, ".hidden.jpg", ".cache/a.jpg", "out/thumb.jpg", "keep.jpg")
+    assert relpaths(tmp_path, exclude=[tmp_path / "out"]) == ["keep.jpg"]
+
+
+def test_skipped_extensions_and_unlisted_directories_are_counted(tmp_path):
+    touch(tmp_path, "a.jpg", "b.heic", "c/d.heic", "notes.txt", "locked/e.jpg")
+    (tmp_path / "locked").chmod(0)
+    stats = WalkStats(ignored_paths=[])
+    try:
+        found = [e.relpath for e in iter_files(tmp_path, stats=stats)]
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert stats.ignored == {".heic": 2, ".txt": 1}
+    assert stats.ignored_paths == ["b.heic", "c/d.heic", "notes.txt"]
+    if os.geteuid() != 0:  # root lists any directory
+        assert found == ["a.jpg"] and set(stats.unlisted) == {"locked"}
+
+
+def test_symlinks_followed_only_on_request_and_cycles_visited_once(tmp_path):
+    touch(tmp_path, "real/a.jpg")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "loop").symlink_to(tmp_path / "real")
+    assert relpaths(tmp_path) == ["real/a.jpg"]
+    # Each physical directory is visited once, under the first name in sorted order ("link"),
+    # so one file never gets two rows and the loop is not re-entered.
+    assert relpaths(tmp_path, follow_symlinks=True) == ["link/a.jpg"]
+
+
+def test_broken_symlink_becomes_an_entry_with_a_stat_error(tmp_path):
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    (entry,) = iter_files(tmp_path, follow_symlinks=True)
+    assert entry.stat_error and "cannot stat" in entry.stat_error
+
+
+def test_missing_root_and_empty_extension_filter_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        list(iter_files(tmp_path / "nope"))
+    with pytest.raises(InputError, match="extension"):
+        list(iter_files(tmp_path, extensions=[" "]))
