@@ -14,7 +14,7 @@ TRAIN_ARGS ?= --arch efficientnet_lite0
 
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: install install-airflow classify demo train check-data evaluate bench-backbone bench-engines \
+.PHONY: install install-airflow classify demo train check-data evaluate bench-backbone bench-engines bench-scale \
 	bench-finetune bench-fashion-mnist report test test-slow test-all lint format clean
 
 install: $(STAMP)
@@ -53,6 +53,9 @@ evaluate: install  ## make evaluate MODEL=models/NAME DATA=photos/
 
 bench-backbone: install  ## fast vs stock EfficientNet-Lite0 forward images/s (JSON)
 	$(BIN)/python benchmarks/bench_backbone.py
+
+bench-scale: install  ## decode/model/end-to-end rates, memory and no-op reruns at 10k/100k files, start-up (JSON)
+	$(BIN)/python benchmarks/bench_scale.py $(ARGS)
 
 bench-engines: install  ## local vs Ray engine on the same tree (JSON)
 	$(BIN)/python benchmarks/bench_engines.py

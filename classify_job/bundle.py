@@ -13,9 +13,13 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from classify_job import atomic
 from classify_job.errors import BundleError
@@ -122,6 +126,31 @@ def save_bundle(directory: str | os.PathLike, model: Any, spec: BundleSpec) -> B
     return spec
 
 
+@contextmanager
+def _weights_without_initializers() -> Iterator[None]:
+    """Create the model's variables as zeros instead of running their initializers.
+
+    Every weight is overwritten from the file a moment later, and on JAX each initializer of a new
+    shape is an XLA compilation (seconds for a whole network). Uses Keras' private variable hook;
+    where a Keras version lacks it, initializers simply run.
+    """
+    from keras.src.backend.common import variables
+
+    original = getattr(variables.Variable, "_initialize_with_initializer", None)
+    if original is None:
+        yield
+        return
+
+    def zeros(self: Any, initializer: Any) -> None:
+        self._initialize(np.zeros(self._shape, dtype=self._dtype))
+
+    variables.Variable._initialize_with_initializer = zeros
+    try:
+        yield
+    finally:
+        variables.Variable._initialize_with_initializer = original
+
+
 def write_spec(directory: str | os.PathLike, spec: BundleSpec) -> None:
     """(Re)write ``bundle.json`` atomically, keeping the keys this version does not know."""
     atomic.write_json(Path(directory) / SPEC_FILE, spec.to_json())
@@ -156,7 +185,8 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     if not model_path.is_file():
         raise BundleError(f"{model_path} is missing")
     try:
-        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        with _weights_without_initializers():
+            model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a damaged or foreign file
         raise BundleError(f"cannot load {model_path}: {type(exc).__name__}: {exc}") from exc
     n_out = model.outputs[0].shape[-1]

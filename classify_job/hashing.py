@@ -37,9 +37,30 @@ def shard_of(relpath: str, count: int) -> int:
     return path_hash(relpath) % count
 
 
-def resume_key(relpath: str, size: int, mtime_us: int, model_id: str) -> int:
-    """64-bit key of "this file, in this state, classified by this model"."""
-    return _blake64(f"{relpath}\0{size}\0{mtime_us}\0{model_id}")
+def model_hash(model_id: str) -> int:
+    """A 64-bit identity of a model id, for :func:`resume_keys`."""
+    return _blake64(model_id)
+
+
+def resume_keys(
+    path_hash: np.ndarray, size: np.ndarray, mtime_us: np.ndarray, model: np.ndarray
+) -> np.ndarray:
+    """64-bit keys of "this file, in this state, classified by this model", for whole arrays.
+
+    Mixes :func:`path_hash`, byte size, mtime (microseconds) and :func:`model_hash` with the
+    SplitMix64 finaliser, in NumPy: no Python work per file. Keys are never stored in the
+    Parquet output, only in its rebuildable index, so this mix may change with that index's version.
+    """
+    mixed = _splitmix(np.asarray(mtime_us).astype(np.uint64) ^ np.asarray(model, dtype=np.uint64))
+    mixed = _splitmix(np.asarray(size).astype(np.uint64) ^ mixed)
+    return _splitmix(np.asarray(path_hash, dtype=np.uint64) ^ mixed)
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def split_position(relpath: str) -> float:

@@ -1,7 +1,9 @@
-"""Process set-up that must happen before Keras is imported: the JAX backend, quiet logs, seeds."""
+"""Process set-up that must happen before Keras is imported (the JAX backend, the persistent XLA
+cache, Keras' optional imports), quiet logs, seeds and signals."""
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import logging
 import os
@@ -22,10 +24,14 @@ def force_jax_backend() -> None:
     """Make Keras use JAX whatever the environment says; fail loudly if it is too late for that.
 
     Keras reads KERAS_BACKEND once, at its first import, so this runs from the package's
-    ``__init__`` before any module imports keras.
+    ``__init__`` before any module imports keras. It also points JAX at the persistent compilation
+    cache and keeps Keras from importing extras it never needs here; neither imports anything.
     """
     os.environ["KERAS_BACKEND"] = BACKEND
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    use_compilation_cache()
+    if not any(isinstance(finder, _KerasExtras) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _KerasExtras())
     keras = sys.modules.get("keras")
     if keras is not None and keras.backend.backend() != BACKEND:
         raise BackendError(
@@ -41,6 +47,61 @@ def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
     if env := os.environ.get("CLASSIFY_JOB_CACHE"):
         return Path(env)
     return Path.home() / ".cache" / "classify-job"
+
+
+def use_compilation_cache() -> Path | None:
+    """Persist every XLA compilation under ``<cache>/xla`` (see :func:`cache_directory`), so a
+    second run of ``train``, ``evaluate`` or ``classify --runtime keras`` compiles nothing.
+
+    Set through JAX's environment variables, which it reads when first imported; JAX's default
+    keeps only compilations over a second, so the limits go to zero. ``CLASSIFY_JOB_XLA_CACHE=0``
+    turns the cache off; an explicit ``JAX_COMPILATION_CACHE_DIR`` wins.
+    """
+    if os.environ.get("CLASSIFY_JOB_XLA_CACHE", "1") == "0":
+        return None
+    directory = Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_directory() / "xla")))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    return directory
+
+
+class _KerasExtras(importlib.abc.MetaPathFinder):
+    """While Keras imports itself, its optional imports of scikit-learn, pandas and matplotlib
+    fail as if they were not installed (Keras guards each one; it only needs them for wrappers,
+    DataFrame inputs and plotting, none of which this project asks of it). That is 1-2 s of
+    start-up. Once Keras is imported, or when they were imported before it, nothing changes."""
+
+    EXTRAS = frozenset({"sklearn", "pandas", "matplotlib"})
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name.partition(".")[0] in self.EXTRAS and _keras_initializing():
+            raise ModuleNotFoundError(f"{name} is not imported while Keras imports", name=name)
+        return None
+
+
+def _keras_initializing() -> bool:
+    spec = getattr(sys.modules.get("keras"), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+@contextmanager
+def counting_compilations() -> Iterator[dict[str, int]]:
+    """Count, while the block runs, XLA compilations served by the persistent cache (``hits``)
+    and compiled afresh (``misses``); the dict is updated live. Imports JAX."""
+    from jax import monitoring
+
+    counts = {"hits": 0, "misses": 0}
+    names = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+
+    def on_event(name: str, **_: object) -> None:
+        if name in names:
+            counts[names[name]] += 1
+
+    monitoring.register_event_listener(on_event)
+    try:
+        yield counts
+    finally:
+        monitoring.unregister_event_listener(on_event)
 
 
 def set_seeds(seed: int) -> None:

@@ -6,7 +6,7 @@ import platform
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 
-MODEL_LIBRARIES = ("classify-job", "keras", "jax", "jaxlib", "numpy", "pillow", "scikit-learn")
+MODEL_LIBRARIES = ("classify-job", "keras", "jax", "jaxlib", "numpy", "pillow")
 
 
 def package_version(package: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from classify_job.bundle import load_bundle
@@ -50,3 +51,26 @@ def test_format_1_output_resumes_without_redoing_rows(tmp_path):
     frame = pd.read_parquet(out / "predictions")
     assert len(frame) == 7 and frame.relpath.is_unique
     assert result.summary["files"] == 7
+
+
+def test_format_1_output_reads_as_one_dataset_after_new_columns_appear(tmp_path):
+    """Old parts are upgraded in place, so pandas and DuckDB (which take the columns from one
+    file) see every column in every part; until then every reader here fills them with nulls."""
+    import duckdb
+
+    from classify_job.predictions import SCHEMA_VERSION, iter_batches, list_parts, schema_version
+
+    images, bundle, out = copy_v1(tmp_path)
+    old = [batch for _, batch in iter_batches(out, ["relpath", "relpath_bytes"])]
+    assert sum(b.num_rows for b in old) == 6
+    assert sum(b.column("relpath_bytes").null_count for b in old) == 6
+    shutil.copy(images / "red" / "red_0.png", images / "red" / "red_new.png")
+    run_classify(ClassifyConfig(images, bundle, out))
+    assert {schema_version(pq.read_schema(p)) for p in list_parts(out)} == {SCHEMA_VERSION}
+    frame = pd.read_parquet(out / "predictions")
+    assert len(frame) == 7 and "relpath_bytes" in frame and frame.relpath_bytes.isna().all()
+    glob = str(out / "predictions" / "*.parquet")
+    ((count, nulls),) = duckdb.sql(
+        f"SELECT count(*), count(relpath_bytes) FROM read_parquet('{glob}')"
+    ).fetchall()
+    assert (count, nulls) == (7, 0)

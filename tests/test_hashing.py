@@ -2,6 +2,8 @@
 
 import hashlib
 
+import numpy as np
+
 from classify_job import hashing
 
 
@@ -10,9 +12,13 @@ def test_each_hash_keeps_its_published_value(tmp_path):
         hashlib.blake2b(b"a/b.jpg", digest_size=8).digest(), "little"
     )
     assert hashing.shard_of("d3/img17.jpg", 4) == 0
-    assert hashing.resume_key("a.jpg", 3, 1_700_000_000_000_000, "cnn-1") == hashing.path_hash(
-        "a.jpg\x003\x001700000000000000\x00cnn-1"
+    keys = hashing.resume_keys(
+        hashing.path_hashes(["a.jpg", "a.jpg", "b.jpg"]),
+        np.array([3, 4, 3]),
+        np.array([1_700_000_000_000_000] * 3),
+        np.full(3, hashing.model_hash("cnn-1"), np.uint64),
     )
+    assert keys.dtype == np.uint64 and len(set(keys.tolist())) == 3  # size and path both count
     assert hashing.split_position("red/red_0.png") == (
         int.from_bytes(hashlib.sha256(b"red/red_0.png").digest()[:8], "big") / 2**64
     )

@@ -125,6 +125,7 @@ def test_every_stage_is_a_folder():
         "classify_job.hashing",
         "classify_job.imageio",
         "classify_job.predictions",
+        "classify_job.runfacts",
         "classify_job.runtime",
         "classify_job.versions",
         "classify_job.walk",

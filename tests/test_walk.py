@@ -41,15 +41,15 @@ def test_hidden_files_and_excluded_folders_are_skipped(tmp_path):
 
 
 def test_skipped_extensions_and_unlisted_directories_are_counted(tmp_path):
-    touch(tmp_path, "a.jpg", "b.heic", "c/d.heic", "notes.txt", "locked/e.jpg")
+    touch(tmp_path, "a.jpg", "b.cr2", "c/d.cr2", "notes.txt", "locked/e.jpg")
     (tmp_path / "locked").chmod(0)
     stats = WalkStats(ignored_paths=[])
     try:
         found = [e.relpath for e in iter_files(tmp_path, stats=stats)]
     finally:
         (tmp_path / "locked").chmod(0o755)
-    assert stats.ignored == {".heic": 2, ".txt": 1}
-    assert stats.ignored_paths == ["b.heic", "c/d.heic", "notes.txt"]
+    assert stats.ignored == {".cr2": 2, ".txt": 1}
+    assert stats.ignored_paths == ["b.cr2", "c/d.cr2", "notes.txt"]
     if os.geteuid() != 0:  # root lists any directory
         assert found == ["a.jpg"] and set(stats.unlisted) == {"locked"}
 

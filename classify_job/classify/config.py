@@ -27,6 +27,7 @@ class ClassifyConfig:
     top_k: int = 3
     shard: Shard = field(default_factory=Shard)
     fresh: bool = False
+    prune: bool = False
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     follow_symlinks: bool = False
     max_error_rate: float | None = None

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from classify_job.classify.index import part_path_hashes
 from classify_job.classify.lock import output_lock
-from classify_job.classify.resume import relpath_hashes
 from classify_job.errors import InputError
-from classify_job.predictions import PREDICTIONS_DIR, list_parts, read_part_metadata
+from classify_job.predictions import PREDICTIONS_DIR, list_parts, read_part_metadata, upgrade_part
 from classify_job.report.summary import write_summary
 
 
@@ -82,7 +82,7 @@ def _check_shards(facts: dict[Path, dict], allow_missing: bool) -> dict[str, lis
 
 
 def _check_disjoint(parts: dict[Path, list[Path]]) -> None:
-    owners = [np.concatenate([relpath_hashes(p) for p in ps]) for ps in parts.values()]
+    owners = [np.concatenate([part_path_hashes(p) for p in ps]) for ps in parts.values()]
     source_of = np.concatenate([np.full(len(h), i) for i, h in enumerate(owners)])
     hashes = np.concatenate(owners)
     order = np.argsort(hashes, kind="stable")
@@ -106,6 +106,7 @@ def _replace_predictions(out: Path, parts: list[Path]) -> None:
     staging.mkdir()
     for part in parts:
         shutil.copy2(part, staging / part.name)
+        upgrade_part(staging / part.name)  # shards written by an earlier version get today's columns
     old = out / f".{PREDICTIONS_DIR}.old"
     shutil.rmtree(old, ignore_errors=True)
     if (out / PREDICTIONS_DIR).exists():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import ray
 
-from classify_job.bundle import Bundle
+from classify_job.bundle import BundleSpec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.sink import RowContext
 from classify_job.walk import FileEntry
@@ -28,9 +28,15 @@ CHUNK_FILES = 20_000
 
 
 def ray_engine(
-    config: ClassifyConfig, bundle: Bundle, todo: Iterator[FileEntry], ctx: RowContext, schema: pa.Schema
+    config: ClassifyConfig,
+    spec: BundleSpec,
+    todo: Iterator[FileEntry],
+    ctx: RowContext,
+    schema: pa.Schema,
+    facts: dict,
 ) -> Iterator[pa.Table]:
     """Prediction tables for ``todo``, computed by ``config.ray_actors`` Ray actors."""
+    facts["runtime"] = "keras (ray actors)"
     started_here = _init(config.ray_address)
     try:
         while chunk := list(islice(todo, CHUNK_FILES)):
@@ -58,7 +64,7 @@ def _init(address: str | None) -> bool:
 def _dataset(
     chunk: list[FileEntry], config: ClassifyConfig, ctx: RowContext, schema: pa.Schema
 ) -> ray.data.Dataset:
-    rows = [vars(entry) for entry in chunk]
+    rows = [{**entry._asdict(), "path": os.fsencode(entry.path)} for entry in chunk]  # bytes: any name
     blocks = max(1, len(rows) // (config.batch_size * 4))
     return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         ModelActor,
@@ -84,7 +90,7 @@ class ModelActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from classify_job.classify.predict import classify_entries
 
-        entries = [FileEntry(**row) for row in batch.to_pylist()]
+        entries = [FileEntry(**{**row, "path": os.fsdecode(row["path"])}) for row in batch.to_pylist()]
         return pa.concat_tables(
             classify_entries(entries, self.classifier, self.ctx, self.schema, self.workers)
         )

@@ -1,5 +1,6 @@
-"""The classify job: walk a tree, skip what is done, decode and predict in batches, write
-Parquet parts as it goes, then summarise. Resumable, lock-protected and interruptible."""
+"""The classify job: walk a tree once, skip what is done, decode and predict the rest in batches,
+write Parquet parts as it goes, then tidy up and summarise. Resumable, lock-protected and
+interruptible; a rerun with nothing new loads no model and reads no Parquet."""
 
 from __future__ import annotations
 
@@ -8,67 +9,52 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
 
-from classify_job.bundle import Bundle, load_bundle, read_spec
+from classify_job.bundle import BundleSpec, read_spec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.engines import ENGINES
+from classify_job.classify.index import OutputIndex, PartIndex, drop_superseded_rows, remove_rows
 from classify_job.classify.lock import output_lock
-from classify_job.classify.resume import ResumeIndex, drop_superseded_rows
-from classify_job.classify.scan import scan_tree
+from classify_job.classify.progress import ProgressCallback, RunProgress
+from classify_job.classify.scan import TreeScan
 from classify_job.classify.sink import PartWriter, RowContext, remove_stale_temp_files
 from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
-from classify_job.predictions import PREDICTIONS_DIR, list_parts, predictions_schema
+from classify_job.predictions import PREDICTIONS_DIR, predictions_schema
 from classify_job.report.html import REPORT_HTML, write_html_report
-from classify_job.report.summary import SUMMARY_JSON, SUMMARY_MD, write_summary
+from classify_job.report.summary import (
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    build_summary,
+    refresh_summary,
+    write_summary,
+)
+from classify_job.runfacts import RUNS_DIR, latest_run, write_run_facts
 from classify_job.walk import FileEntry
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class RunProgress:
-    """Live counters of one run, handed to the progress callback after every batch."""
-
-    total: int
-    run_id: str = ""
-    started: float = field(default_factory=time.monotonic)
-    skipped: int = 0
-    classified: int = 0
-    errors: int = 0
-
-    @property
-    def done(self) -> int:
-        return self.skipped + self.classified
-
-    @property
-    def images_per_second(self) -> float:
-        return self.classified / max(time.monotonic() - self.started, 1e-9)
-
-    def fields(self) -> dict[str, Any]:
-        """Structured log fields (JSON log lines carry them as keys)."""
-        keys = ("run_id", "total", "done", "classified", "skipped", "errors")
-        return {**{k: getattr(self, k) for k in keys}, "images_per_second": round(self.images_per_second, 2)}
+# Present while a run may have committed parts it has not de-duplicated yet; a crash leaves it.
+SUPERSEDING = ".superseding"
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a finished run did, and the summary of the whole output directory."""
+    """What a finished run did, the facts it recorded and the summary of the whole output."""
 
     run_id: str
     out: Path
     progress: RunProgress
     superseded_rows_removed: int
     summary: dict[str, Any]
-
-
-ProgressCallback = Callable[[RunProgress], None]
+    facts: dict[str, Any]
 
 
 def run_classify(
@@ -82,15 +68,16 @@ def run_classify(
     inputs are wrong; Interrupted when ``stop`` is set (after committing every finished row);
     ErrorRateExceeded after writing everything when too many files failed.
     """
+    started = time.monotonic()
     if not config.input_dir.is_dir():
         raise InputError(f"input directory not found: {config.input_dir}")
-    read_spec(config.model)  # fail fast on a wrong path, before creating anything
+    spec = read_spec(config.model)  # fail fast on a wrong path, before creating anything
     out = _prepare_out(config.out)
+    stop = stop or threading.Event()
     with output_lock(out):
-        _reset_or_heal(out, config.fresh)
-        bundle = load_bundle(config.model)
-        result = _run_locked(config, out, bundle, on_progress or (lambda p: None), stop or threading.Event())
-    if stop is not None and stop.is_set():
+        _reset(out, config.fresh)
+        result = _run_locked(config, out, spec, on_progress or (lambda p: None), stop, started)
+    if stop.is_set():
         raise Interrupted(f"stopped after {result.progress.done} files; rerun to resume")
     _check_error_rate(result.summary, config.max_error_rate)
     return result
@@ -104,9 +91,10 @@ def _prepare_out(out: Path) -> Path:
     return out
 
 
-def _reset_or_heal(out: Path, fresh: bool) -> None:
+def _reset(out: Path, fresh: bool) -> None:
     if fresh:
-        shutil.rmtree(out / PREDICTIONS_DIR)
+        for directory in (PREDICTIONS_DIR, RUNS_DIR):
+            shutil.rmtree(out / directory, ignore_errors=True)
         (out / PREDICTIONS_DIR).mkdir()
         for name in (SUMMARY_JSON, SUMMARY_MD, REPORT_HTML):
             (out / name).unlink(missing_ok=True)
@@ -116,78 +104,153 @@ def _reset_or_heal(out: Path, fresh: bool) -> None:
 
 
 def _run_locked(
-    config: ClassifyConfig, out: Path, bundle: Bundle, on_progress: ProgressCallback, stop: threading.Event
+    config: ClassifyConfig,
+    out: Path,
+    spec: BundleSpec,
+    on_progress: ProgressCallback,
+    stop: threading.Event,
+    started: float,
 ) -> RunResult:
-    drop_superseded_rows(out)  # heals a run that died between committing and de-duplicating
-    index = ResumeIndex.from_output(out)
     run_id = new_run_id()
-    progress = RunProgress(total=sum(1 for _ in _scan(config)), run_id=run_id)
+    index = OutputIndex.load(out)
+    parts, _ = _supersede(out, index.parts) if (out / SUPERSEDING).exists() else (index.parts, 0)
+    scan = TreeScan(
+        config.input_dir, config.extensions, config.follow_symlinks, config.shard, (config.out,),
+        spec.model_id, index.done,
+    )  # fmt: skip
+    progress = RunProgress(total=_expected_files(out), run_id=run_id)
     log.info(
-        "run %s: %d files found, %d rows already in %s",
-        run_id,
-        progress.total,
-        len(index),
-        out,
-        extra={"fields": {"event": "run_start", "run_id": run_id, "files": progress.total, "out": str(out)}},
+        "run %s: %d rows already in %s",
+        *(run_id, len(index), out),
+        extra={"fields": {"event": "run_start", "run_id": run_id, "rows": len(index), "out": str(out)}},
     )
-    todo = _skip_done(_scan(config), index, bundle.spec.model_id, progress)
-    writer = _part_writer(config, out, bundle, run_id)
+    writer = _part_writer(config, out, spec, run_id)
+    (out / SUPERSEDING).touch()
+    engine_facts: dict[str, Any] = {"runtime": None}
+    timings = {"startup_s": round(time.monotonic() - started, 3)}
     try:
-        _classify_batches(config, bundle, todo, writer, run_id, progress, on_progress, stop)
+        _classify_batches(config, spec, scan, writer, progress, on_progress, stop, timings, engine_facts)
     finally:
         writer.commit()  # every finished row is kept, whatever stopped the loop
-    removed = drop_superseded_rows(out) if writer.parts else 0
-    summary = {}
-    if list_parts(out):
-        summary = write_summary(out)
-        write_html_report(out, summary)
-    return RunResult(run_id, out, progress, removed, summary)
+    parts, superseded = _supersede(out, parts + writer.indexes) if writer.indexes else (parts, 0)
+    (out / SUPERSEDING).unlink(missing_ok=True)
+    parts, pruned, missing = _missing(scan, parts, config.prune)
+    facts = _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, started)
+    facts.update(engine_facts)
+    write_run_facts(out, facts)
+    summary = _reports(out, facts, rows_changed=bool(writer.indexes or superseded or pruned))
+    return RunResult(run_id, out, progress, superseded, summary, facts)
 
 
-def _classify_batches(config, bundle, todo, writer, run_id, progress, on_progress, stop) -> None:
-    ctx = RowContext(bundle.spec.labels, bundle.spec.model_id, run_id, config.top_k)
-    progress.started = time.monotonic()
-    for table in ENGINES[config.engine](config, bundle, todo, ctx, writer.schema):
-        writer.write(table)
-        progress.classified += table.num_rows
-        progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
-        on_progress(progress)
-        if stop.is_set():
-            log.warning("stop requested: committing finished rows and exiting")
-            break
+def _classify_batches(config, spec, scan, writer, progress, on_progress, stop, timings, facts) -> None:
+    todo = scan.todo()
+    first = next(todo, None)
+    progress.skipped = scan.skipped
+    if first is not None:  # only now is a model needed
+        ctx = RowContext(spec.labels, spec.model_id, progress.run_id, config.top_k)
+        progress.started = time.monotonic()
+        engine = ENGINES[config.engine]
+        entries = _counted(chain([first], todo), scan, progress)
+        for table in engine(config, spec, entries, ctx, writer.schema, facts):
+            if "first_batch_s" not in timings:
+                timings.update(
+                    first_batch_s=round(time.monotonic() - progress.started, 3), first_batch_at=time.time()
+                )
+            writer.write(table)
+            progress.classified += table.num_rows
+            progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
+            on_progress(progress)
+            if stop.is_set():
+                log.warning("stop requested: committing finished rows and exiting")
+                break
+    progress.skipped = scan.skipped
+    if scan.complete:
+        progress.total = scan.found
     on_progress(progress)
 
 
-def _skip_done(
-    entries: Iterator[FileEntry], index: ResumeIndex, model_id: str, progress: RunProgress
-) -> Iterator[FileEntry]:
-    for entry in entries:
-        if entry.stat_error is None and index.is_done(entry, model_id):
-            progress.skipped += 1
-        else:
-            yield entry
+def _counted(todo: Iterator[FileEntry], scan: TreeScan, progress: RunProgress) -> Iterator[FileEntry]:
+    for entry in todo:
+        progress.skipped = scan.skipped
+        yield entry
 
 
-def _scan(config: ClassifyConfig) -> Iterator[FileEntry]:
-    return scan_tree(config.input_dir, config.extensions, config.follow_symlinks, config.shard, (config.out,))
+def _supersede(out: Path, parts: list[PartIndex]) -> tuple[list[PartIndex], int]:
+    """Drop rows a newer row of the same relpath replaced (after this run, or after a crash)."""
+    parts, removed = drop_superseded_rows(parts)
+    if removed:
+        log.info("removed %d row(s) superseded by newer rows in %s", removed, out)
+    return parts, removed
 
 
-def _part_writer(config: ClassifyConfig, out: Path, bundle: Bundle, run_id: str) -> PartWriter:
+def _missing(scan: TreeScan, parts: list[PartIndex], prune: bool) -> tuple[list[PartIndex], int, int | None]:
+    """(parts, rows pruned, rows still missing): rows whose file is gone are counted (None when
+    the walk did not finish) and, with ``prune``, removed."""
+    if not scan.complete:
+        return parts, 0, None
+    gone = scan.missing(parts)
+    missing = sum(int(mask.sum()) for _, mask in gone)
+    if not prune or not missing:
+        return parts, 0, missing
+    replaced = {part.part: remove_rows(part, mask) for part, mask in gone}
+    return [replaced.get(p.part, p) for p in parts], missing, 0
+
+
+def _reports(out: Path, facts: dict[str, Any], rows_changed: bool) -> dict[str, Any]:
+    """Rebuild summary and report when rows changed; otherwise refresh the summary's run facts."""
+    if not rows_changed and (summary := refresh_summary(out, facts)) is not None:
+        return summary
+    if not any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
+        return {}
+    summary = write_summary(out, build_summary(out))
+    write_html_report(out, summary)
+    return summary
+
+
+def _expected_files(out: Path) -> int | None:
+    previous = latest_run(out)
+    return previous.get("found") if previous else None
+
+
+def _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, started) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "started_at": _iso(time.time() - (time.monotonic() - started)),
+        "finished_at": _iso(time.time()),
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "input_dir": str(config.input_dir.absolute()),
+        "model_path": str(config.model.absolute()),
+        "model_id": spec.model_id,
+        "shard": str(config.shard),
+        "engine": config.engine,
+        "complete": scan.complete,
+        "found": scan.found,
+        "classified": progress.classified,
+        "errors": progress.errors,
+        "skipped": scan.skipped,
+        "missing": missing,
+        "pruned": pruned,
+        "ignored_extensions": dict(sorted(scan.stats.ignored.items())),
+        "unlisted_dirs": scan.stats.unlisted,
+        "timings": timings,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: str) -> PartWriter:
     facts = {
         "run_started_at": time.time(),
-        "model_id": bundle.spec.model_id,
+        "model_id": spec.model_id,
         "model_path": str(config.model.absolute()),
         "input_dir": str(config.input_dir.absolute()),
         "shard": str(config.shard),
-        "labels": list(bundle.spec.labels),
+        "labels": list(spec.labels),
     }
     return PartWriter(
-        out,
-        predictions_schema(bundle.spec.labels),
-        run_id,
-        facts,
-        config.rows_per_part,
-        config.commit_every_s,
+        out, predictions_schema(spec.labels), run_id, facts, config.rows_per_part, config.commit_every_s
     )
 
 

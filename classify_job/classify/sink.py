@@ -7,7 +7,6 @@ ever see complete files. A crash loses at most the open part, which the next run
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -19,8 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from classify_job.classify.index import PartIndex, index_rows, write_index
 from classify_job.errors import OutputError
-from classify_job.predictions import METADATA_KEY, PREDICTIONS_DIR, TIMESTAMP, prob_column
+from classify_job.predictions import PREDICTIONS_DIR, TIMESTAMP, prob_column, with_facts
+from classify_job.walk import display_path
 
 
 def remove_stale_temp_files(out: Path) -> int:
@@ -34,7 +35,8 @@ def remove_stale_temp_files(out: Path) -> int:
 @dataclass
 class PartWriter:
     """Appends row groups to a part file and commits it every ``rows_per_part`` rows or
-    ``commit_every_s`` seconds, so a long run keeps its progress visible and safe."""
+    ``commit_every_s`` seconds, so a long run keeps its progress visible and safe. Each committed
+    part is indexed at once (:mod:`classify_job.classify.index`), from the rows in hand."""
 
     out: Path
     schema: pa.Schema
@@ -47,12 +49,14 @@ class PartWriter:
     _tmp: Path | None = None
     _rows: int = 0
     _opened_at: float = 0.0
-    _parts: list[Path] = field(default_factory=list)
+    _index_rows: list[np.ndarray] = field(default_factory=list)
+    indexes: list[PartIndex] = field(default_factory=list)
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._open()
         self._writer.write_table(table)
+        self._index_rows.append(index_rows(table))
         self._rows += table.num_rows
         if self._rows >= self.rows_per_part or time.monotonic() - self._opened_at >= self.commit_every_s:
             self.commit()
@@ -64,19 +68,15 @@ class PartWriter:
         self._writer.close()
         final = self._tmp.with_name(self._tmp.name[1:].removesuffix(".tmp"))
         os.replace(self._tmp, final)
-        self._parts.append(final)
-        self._writer, self._tmp, self._rows = None, None, 0
-
-    @property
-    def parts(self) -> list[Path]:
-        return list(self._parts)
+        self.indexes.append(write_index(final, np.concatenate(self._index_rows)))
+        self._writer, self._tmp, self._rows, self._index_rows = None, None, 0, []
 
     def _open(self) -> None:
         directory = self.out / PREDICTIONS_DIR
         self._tmp = directory / f".part-{self.run_id}-{self._seq:05d}.parquet.tmp"
         self._seq += 1
         facts = {**self.run_facts, "run_id": self.run_id, "part_opened_at": time.time()}
-        schema = self.schema.with_metadata({METADATA_KEY: json.dumps(facts).encode()})
+        schema = with_facts(self.schema, facts)
         try:
             self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         except OSError as exc:
@@ -106,8 +106,9 @@ def predictions_table(decoded: Sequence, probs: np.ndarray, ctx: RowContext, sch
 
 def _file_columns(decoded: Sequence, ok: np.ndarray) -> dict[str, Any]:
     return {
-        "path": [d.entry.path for d in decoded],
+        "path": [display_path(d.entry.path) for d in decoded],
         "relpath": [d.entry.relpath for d in decoded],
+        "relpath_bytes": [d.entry.relpath_bytes for d in decoded],
         "status": np.where(ok, "ok", "error").tolist(),
         "error": [d.error for d in decoded],
         "bytes": [d.entry.size for d in decoded],

@@ -30,6 +30,9 @@ def classify(
     fresh: Annotated[
         bool | None, typer.Option("--fresh", help="Ignore and delete earlier output in OUT.")
     ] = None,
+    prune: Annotated[
+        bool | None, typer.Option("--prune", help="Remove the rows of files that are gone from the tree.")
+    ] = None,
     ext: Annotated[str | None, typer.Option(help="Comma-separated extensions, e.g. jpg,png.")] = None,
     follow_symlinks: Annotated[bool | None, typer.Option("--follow-symlinks/--no-follow-symlinks")] = None,
     max_error_rate: Annotated[
@@ -59,8 +62,9 @@ def classify(
         lambda: _classify(
             ClassifyConfig.resolve(
                 config, input_dir=input_dir, model=model, out=out, batch_size=batch_size, workers=workers,
-                top_k=top_k, shard=shard, fresh=fresh, extensions=ext, follow_symlinks=follow_symlinks,
-                max_error_rate=max_error_rate, rows_per_part=rows_per_part, engine=engine,
+                top_k=top_k, shard=shard, fresh=fresh, prune=prune, extensions=ext,
+                follow_symlinks=follow_symlinks, max_error_rate=max_error_rate, rows_per_part=rows_per_part,
+                engine=engine,
                 ray_address=ray_address, ray_actors=ray_actors,
             )
         ),
@@ -70,7 +74,7 @@ def classify(
 
 def _classify(config) -> None:
     from classify_job.classify.run import run_classify
-    from classify_job.cli.console import progress_reporter, stdout, summary_table
+    from classify_job.cli.console import progress_reporter, stdout, summary_table, tree_notes
     from classify_job.runtime import stop_on_signals
 
     with stop_on_signals() as stop, progress_reporter(config.log_every_s) as on_progress:
@@ -87,6 +91,8 @@ def _classify(config) -> None:
             markup=False,
             soft_wrap=True,
         )
+    for line in tree_notes(result.facts):
+        stdout.print(line, markup=False, soft_wrap=True)
     if result.summary:
         stdout.print(summary_table(result.summary))
     stdout.print(

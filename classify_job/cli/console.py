@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from classify_job.classify.run import ProgressCallback, RunProgress
+from classify_job.classify.progress import ProgressCallback, RunProgress
 
 log = logging.getLogger("classify_job")
 stderr = Console(stderr=True)
@@ -55,23 +55,40 @@ def _rich_bar() -> Iterator[ProgressCallback]:
 
 
 def _log_lines(every_s: float) -> ProgressCallback:
-    last = {"time": 0.0, "done": -1}
+    last = {"time": 0.0, "line": None}
 
     def update(p: RunProgress) -> None:
         now = time.monotonic()
-        finished = p.done >= p.total
-        if p.done == last["done"] or (now - last["time"] < every_s and not finished):
+        finished = p.total is not None and p.done >= p.total
+        line = (p.done, p.total)
+        if line == last["line"] or (now - last["time"] < every_s and not finished):
             return
-        last.update(time=now, done=p.done)
+        last.update(time=now, line=line)
         rate = p.images_per_second
-        eta = (p.total - p.done) / rate if rate > 0 else float("nan")
+        eta = (p.total - p.done) / rate if rate > 0 and p.total is not None else float("nan")
         log.info(
-            "progress %d/%d files (%d classified, %d skipped, %d errors) %.1f img/s, eta %.0f s",
-            *(p.done, p.total, p.classified, p.skipped, p.errors, rate, eta),
+            "progress %d/%s files (%d classified, %d skipped, %d errors) %.1f img/s, eta %.0f s",
+            *(p.done, "?" if p.total is None else p.total, p.classified, p.skipped, p.errors, rate, eta),
             extra={"fields": {"event": "progress", **p.fields(), "eta_s": round(eta, 1)}},
         )
 
     return update
+
+
+def tree_notes(facts: dict[str, Any]) -> list[str]:
+    """What a run saw of its tree beyond the rows: files gone or pruned, ignored, unlisted."""
+    lines = []
+    if facts.get("missing"):
+        lines.append(
+            f"{facts['missing']:,} files with a row are gone from the tree (--prune removes their rows)"
+        )
+    if facts.get("pruned"):
+        lines.append(f"{facts['pruned']:,} rows of files gone from the tree were pruned")
+    for extension, count in facts.get("ignored_extensions", {}).items():
+        lines.append(f"{count:,} {extension or '(no extension)'} files ignored (not in --ext)")
+    for directory, reason in facts.get("unlisted_dirs", {}).items():
+        lines.append(f"cannot list {directory}: {reason}")
+    return lines
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

@@ -1,8 +1,10 @@
-"""Run summaries built from the Parquet output alone, so ``classify-job report OUT`` can always
-rebuild them: ``summary.json`` for machines and ``summary.md`` for people."""
+"""Run summaries built from the output directory alone (Parquet rows and ``runs/`` facts), so
+``classify-job report OUT`` can always rebuild them: ``summary.json`` for machines and
+``summary.md`` for people."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import pyarrow.compute as pc
 
 from classify_job import atomic
 from classify_job.predictions import iter_batches, read_part_metadata, require_predictions
+from classify_job.runfacts import latest_run
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -20,23 +23,52 @@ _COLUMNS = ("status", "label", "error", "run_id", "model_id", "classified_at")
 
 
 def build_summary(out: Path) -> dict[str, Any]:
-    """Counts over the whole dataset, plus the facts of the latest run that wrote rows.
+    """Counts over the whole dataset, the facts of the latest run that wrote rows, and what the
+    latest run of all saw of the tree (missing files, skipped extensions, ...).
 
-    ``skipped`` counts rows the latest run kept from earlier runs instead of redoing them.
+    ``skipped`` counts rows the latest run that wrote rows kept from earlier runs.
     """
     parts = require_predictions(out)
     totals = _Totals()
     for _, batch in iter_batches(out, _COLUMNS, parts=parts):
         totals.add(batch)
-    return _summary_dict(totals, read_part_metadata(parts[-1]))
+    summary = _summary_dict(totals, read_part_metadata(parts[-1]))
+    return with_run_facts(summary, latest_run(out))
 
 
-def write_summary(out: Path) -> dict[str, Any]:
-    """Build the summary and write ``summary.json`` and ``summary.md`` atomically."""
-    summary = build_summary(out)
+def with_run_facts(summary: dict[str, Any], facts: dict[str, Any] | None) -> dict[str, Any]:
+    """``summary`` with the tree facts of the latest run (any run, even one that wrote nothing)."""
+    facts = facts or {}
+    return {
+        **summary,
+        "missing": facts.get("missing"),
+        "ignored_extensions": facts.get("ignored_extensions", {}),
+        "unlisted_dirs": facts.get("unlisted_dirs", {}),
+        "runtime": facts.get("runtime"),
+        "last_run": {k: facts.get(k) for k in LAST_RUN_KEYS} if facts else None,
+        "generated_at": _iso(datetime.now(UTC).timestamp()),
+    }
+
+
+LAST_RUN_KEYS = ("run_id", "found", "classified", "skipped", "missing", "pruned", "elapsed_s", "complete")
+
+
+def write_summary(out: Path, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``summary.json`` and ``summary.md`` atomically (building the summary when not given)."""
+    summary = build_summary(out) if summary is None else summary
     atomic.write_json(out / SUMMARY_JSON, summary)
     atomic.write_text(out / SUMMARY_MD, render_markdown(summary))
     return summary
+
+
+def refresh_summary(out: Path, facts: dict[str, Any]) -> dict[str, Any] | None:
+    """After a run that changed no row: the stored summary with this run's facts, without
+    reading Parquet. None when there is no stored summary to refresh."""
+    try:
+        stored = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return write_summary(out, with_run_facts(stored, facts))
 
 
 class _Totals:
@@ -130,4 +162,18 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if summary["error_reasons"]:
         lines += ["", "| error | files |", "| --- | ---: |"]
         lines += [f"| {reason} | {n} |" for reason, n in summary["error_reasons"].items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _tree_lines(summary)) + "\n"
+
+
+def _tree_lines(summary: dict[str, Any]) -> list[str]:
+    """What the latest run saw of the tree beyond the rows: gone, ignored and unlisted."""
+    lines = []
+    if summary.get("missing"):
+        lines.append(
+            f"- {summary['missing']:,} files with a row are gone (`classify --prune` removes their rows)"
+        )
+    for extension, count in sorted((summary.get("ignored_extensions") or {}).items(), key=lambda kv: -kv[1]):
+        lines.append(f"- {count:,} {extension or '(no extension)'} files ignored (not in --ext)")
+    for directory, reason in (summary.get("unlisted_dirs") or {}).items():
+        lines.append(f"- cannot list `{directory}`: {reason}")
+    return ["", "## The tree", "", *lines] if lines else []

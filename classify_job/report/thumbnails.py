@@ -24,9 +24,8 @@ def thumbnail_uri(path: str, px: int) -> str:
     """A JPEG thumbnail (longest side ``px``) as a ``data:`` URI, decoded with JPEG draft mode."""
     buffer = io.BytesIO()
     try:
-        with open_image(path) as img:
-            img.draft("RGB", (px, px))
-            img = ImageOps.exif_transpose(img)
+        with open_image(path, draft=("RGB", (px, px))) as opened:
+            img = ImageOps.exif_transpose(opened.image)
             img.thumbnail((px, px))
             flatten(img).convert("RGB").save(buffer, "JPEG", quality=70, optimize=True)
     except (ImageDecodeError, OSError):  # vanished, damaged or foreign since it was classified

@@ -18,8 +18,14 @@ import numpy as np
 from classify_job.errors import DatasetError, ImageDecodeError
 from classify_job.hashing import content_hash_bytes
 from classify_job.imageio import open_image
-from classify_job.train.dataset import IMAGE_EXTENSIONS, SPLIT_NAMES, BadFile, list_classes_loose
-from classify_job.walk import FileEntry, WalkStats, iter_files
+from classify_job.train.dataset import (
+    IMAGE_EXTENSIONS,
+    SPLIT_NAMES,
+    BadFile,
+    list_class_folders,
+    list_classes_loose,
+)
+from classify_job.walk import FileEntry, WalkStats, escape_name, iter_files
 
 # Which Pillow format each extension promises.
 EXTENSION_FORMATS = {
@@ -152,10 +158,10 @@ def _list_files(root: Path, split: str, extensions: frozenset[str] | set[str], s
     """(entry, label, split) of every image under ``root/split/<label>/``, by the one walker's rules."""
     folder = root / split if split else root
     files = []
-    for label in list_classes_loose(folder):
-        prefix = (folder / label).relative_to(root).as_posix() + "/"
-        for entry in iter_files(folder / label, extensions, prefix=prefix, stats=stats):
-            files.append((entry, label, split or "all"))
+    for name in list_class_folders(folder):
+        prefix = (folder / name).relative_to(root).as_posix() + "/"
+        for entry in iter_files(folder / name, extensions, prefix=prefix, stats=stats):
+            files.append((entry, escape_name(name), split or "all"))
     return files
 
 
@@ -171,7 +177,8 @@ def inspect_file(entry: FileEntry, label: str, split: str) -> FileInfo:
         return FileInfo(relpath, label, split, 0, "", error=f"cannot read: {exc.strerror or exc}")
     digest = content_hash_bytes(data)
     try:
-        with open_image(io.BytesIO(data)) as img:
+        with open_image(io.BytesIO(data)) as opened:
+            img = opened.image
             fmt, mode, (width, height) = img.format or "", img.mode, img.size
             img.load()
     except ImageDecodeError as exc:

@@ -20,7 +20,7 @@ import numpy as np
 from classify_job.errors import DatasetError, ImageDecodeError, InputError
 from classify_job.hashing import dataset_fingerprint, split_position
 from classify_job.imageio import channels_for, load_image
-from classify_job.walk import DEFAULT_EXTENSIONS, iter_files
+from classify_job.walk import DEFAULT_EXTENSIONS, escape_name, fs_path, iter_files
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,13 @@ MAX_ARRAY_BYTES = 8 * 2**30  # decoded uint8 pixels held in memory for one split
 
 @dataclass(frozen=True)
 class LabelledFile:
-    """One image file: its path relative to the dataset root, its class index and byte size."""
+    """One image file: its path relative to the dataset root (escaped text, see
+    :func:`classify_job.walk.escape_name`, with the raw bytes when escaped), class index and size."""
 
     relpath: str
     label: int
     size: int
+    relpath_bytes: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -149,20 +151,31 @@ def list_samples(
     Class folders of ``folder`` that are not in ``classes`` are an error: their images would be
     silently dropped otherwise.
     """
-    unknown = sorted(set(list_classes_loose(folder)) - set(classes))
+    folders = {escape_name(name): name for name in list_class_folders(folder)}
+    unknown = sorted(set(folders) - set(classes))
     if unknown:
         raise DatasetError(f"{folder} has class folders not in the training classes: {unknown}")
     files = []
     for label, name in enumerate(classes):
-        if (folder / name).is_dir():
-            prefix = (folder / name).relative_to(root).as_posix() + "/"
-            entries = iter_files(folder / name, extensions, prefix=prefix)
-            files += [LabelledFile(e.relpath, label, e.size) for e in entries if e.stat_error is None]
+        if name in folders:
+            prefix = (folder / folders[name]).relative_to(root).as_posix() + "/"
+            entries = iter_files(folder / folders[name], extensions, prefix=prefix)
+            files += [
+                LabelledFile(e.relpath, label, e.size, e.relpath_bytes)
+                for e in entries
+                if e.stat_error is None
+            ]
     return tuple(files)
 
 
 def list_classes_loose(folder: Path) -> list[str]:
-    """Visible subfolder names, without the two-class minimum (for val/ and test/ folders)."""
+    """Class labels from the visible subfolders (as text, escaped if need be), without the
+    two-class minimum (for val/ and test/ folders)."""
+    return sorted(escape_name(name) for name in list_class_folders(folder))
+
+
+def list_class_folders(folder: Path) -> list[str]:
+    """The visible subfolder names of ``folder`` as the OS gives them."""
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -226,7 +239,8 @@ def load_split(
 
     def decode(i: int) -> None:
         try:
-            images[i] = load_image(root / samples[i].relpath, image_size, color_mode).pixels
+            path = fs_path(root, samples[i].relpath, samples[i].relpath_bytes)
+            images[i] = load_image(path, image_size, color_mode).pixels
             ok[i] = True
         except ImageDecodeError as exc:
             bad.append(BadFile(samples[i].relpath, str(exc)))

@@ -116,20 +116,16 @@ def report_from_probs(
     bad_files: Sequence[BadFile] = (),
 ) -> EvaluationReport:
     """Build the report from true labels and predicted probabilities (N, K)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     k = len(labels)
     y_pred = probs.argmax(axis=1)
     p_true = probs[np.arange(len(y_true)), y_true]
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=range(k), zero_division=0
-    )
+    confusion = confusion_matrix(y_true, y_pred, k)
+    precision, recall, f1, support = per_class_scores(confusion)
     present = support > 0
     per_class = tuple(
         ClassMetrics(labels[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
         for i in range(k)
     )
-    confusion = confusion_matrix(y_true, y_pred, labels=range(k))
     return EvaluationReport(
         labels=tuple(labels),
         num_images=len(y_true),
@@ -145,6 +141,22 @@ def report_from_probs(
         split=split,
         bad_files=tuple(bad_files),
     )
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) counts: rows are true classes, columns predicted ones."""
+    return np.bincount(np.asarray(y_true) * k + np.asarray(y_pred), minlength=k * k).reshape(k, k)
+
+
+def per_class_scores(confusion: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Precision, recall, F1 and support per class; 0 where a ratio has nothing to divide by."""
+    true_pos = np.diag(confusion).astype(np.float64)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    return precision, recall, f1, support
 
 
 def top_confusions(

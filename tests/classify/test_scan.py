@@ -1,14 +1,19 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from classify_job.classify.scan import Shard, scan_tree
+from classify_job.classify.scan import Shard, TreeScan
 from classify_job.errors import InputError
 from classify_job.walk import DEFAULT_EXTENSIONS
 
 
+def scan(root: Path, shard: Shard = Shard(), done=lambda keys: np.zeros(len(keys), bool)) -> TreeScan:
+    return TreeScan(root, DEFAULT_EXTENSIONS, False, shard, (), "model-1", done)
+
+
 def relpaths(root: Path, shard: Shard) -> list[str]:
-    return [e.relpath for e in scan_tree(root, DEFAULT_EXTENSIONS, False, shard)]
+    return [e.relpath for e in scan(root, shard).todo()]
 
 
 def test_shards_partition_the_tree_exactly_once(tmp_path):
@@ -36,4 +41,21 @@ def test_bad_shard_spec_is_an_input_error(text):
 
 def test_missing_input_directory_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="input directory not found"):
-        list(scan_tree(tmp_path / "nope", DEFAULT_EXTENSIONS, False, Shard()))
+        list(scan(tmp_path / "nope").todo())
+
+
+def test_done_files_are_counted_not_yielded_and_the_walk_completes(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    first = scan(tmp_path)
+    assert [e.relpath for e in first.todo()] == ["a.jpg", "b.jpg", "c.jpg"] and first.complete
+    keys_seen = []
+
+    def done(keys):
+        keys_seen.append(keys)
+        return np.array([True, False, True])
+
+    second = scan(tmp_path, done=done)
+    assert [e.relpath for e in second.todo()] == ["b.jpg"]
+    assert (second.found, second.skipped, second.complete) == (3, 2, True)
+    assert len(keys_seen[0]) == 3 and keys_seen[0].dtype == np.uint64

@@ -132,7 +132,9 @@ def fabricated_out(out: Path, rows: list[tuple[str, str, float]], rows_per_part:
                "label": names, "confidence": confidences, "bytes": [1] * n,
                "mtime": pa.array([0] * n, TIMESTAMP), "model_id": ["m"] * n, "run_id": ["r"] * n,
                "classified_at": pa.array([0] * n, TIMESTAMP)}  # fmt: skip
-    columns |= {name: [None] * n for name in ("error", "top_labels", "top_probs", "width", "height")}
+    columns |= {
+        name: [None] * n for name in ("error", "top_labels", "top_probs", "width", "height", "relpath_bytes")
+    }
     for label in labels:
         columns[f"prob_{label}"] = [c if lab == label else (1 - c) / 2 for _, lab, c in rows]
     table = pa.Table.from_pydict(columns, schema=schema)

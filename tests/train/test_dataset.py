@@ -193,12 +193,33 @@ def test_export_folders_writes_a_presplit_tree_the_loader_reads(tmp_path):
 
 def test_training_walks_a_tree_as_classify_does(tiny_tree):
     """Hidden folders (caches, thumbnails) are skipped by every walker, not trained on."""
-    from classify_job.classify.scan import Shard, scan_tree
-    from classify_job.walk import DEFAULT_EXTENSIONS
+    from classify_job.walk import iter_files
 
     root = tiny_tree(per_class=2)
     write_image(root / "red" / ".cache" / "thumb.jpg", (220, 30, 30))
     write_image(root / "red" / "nested" / "deep.png", (220, 30, 30))
     trained = all_relpaths(index_dataset(root, val_split=0.0, test_split=0.0))
-    classified = sorted(e.relpath for e in scan_tree(root, DEFAULT_EXTENSIONS, False, Shard()))
+    classified = sorted(e.relpath for e in iter_files(root))
     assert trained == classified and "red/nested/deep.png" in trained
+
+
+def test_names_that_are_not_utf8_train_and_check_like_any_other(tmp_path):
+    import os
+
+    from classify_job.train.checkdata import check_data
+
+    root = tmp_path / "data"
+    for name, color in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+        for i in range(3):
+            write_image(root / name / f"{i}.png", color)
+    os.rename(root / "blue", os.fsdecode(os.fsencode(root) + b"/bl\xe4u"))
+    os.rename(root / "red" / "0.png", os.fsdecode(os.fsencode(root / "red") + b"/r\xf6t.png"))
+    os.mkfifo(root / "red" / "pipe.png")  # must not hang any walker
+    index = index_dataset(root, val_split=0.0, test_split=0.0)
+    assert index.classes == ("bl\\xe4u", "red")
+    assert "red/r\\xf6t.png" in all_relpaths(index) and len(all_relpaths(index)) == 6
+    loaded = load_split(root, index.splits["train"], (8, 8))
+    assert len(loaded) == 6 and not loaded.bad_files
+    report = check_data(root)
+    assert report.class_counts == {"bl\\xe4u": 3, "red": 3}
+    assert [b.reason for b in report.corrupt] == ["not a regular file"]

@@ -91,3 +91,18 @@ def test_evaluate_rejects_unknown_classes_and_splits(color_bundle, tiny_tree, tm
         evaluate(color_bundle, data)
     with pytest.raises(InputError, match="split"):
         evaluate(color_bundle, data, split="holdout")
+
+
+def test_numpy_metrics_equal_scikit_learns():
+    from sklearn.metrics import confusion_matrix as sk_confusion
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from classify_job.train.metrics import confusion_matrix, per_class_scores
+
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 4, 300), rng.integers(0, 3, 300)  # class 3 is never predicted
+    confusion = confusion_matrix(y_true, y_pred, 4)
+    np.testing.assert_array_equal(confusion, sk_confusion(y_true, y_pred, labels=range(4)))
+    expected = precision_recall_fscore_support(y_true, y_pred, labels=range(4), zero_division=0)
+    for ours, theirs in zip(per_class_scores(confusion), expected, strict=True):
+        np.testing.assert_allclose(ours, theirs)

@@ -1,0 +1,125 @@
+"""What the benchmarks share: the machine's description, cached test trees and bundles, and a
+whole-process classify run measured from outside (wall time, peak RSS, time to first batch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "bench"  # git-ignored; trees and bundles are made once and reused
+CLASSIFY_JOB = [sys.executable, "-m", "classify_job"]
+
+
+def machine() -> dict:
+    """The processor and load, so figures are compared only with figures from the same machine."""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _lscpu().splitlines() if line.startswith("Model name")),
+        platform.processor(),
+    )
+    return {"cpu": model, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _lscpu() -> str:
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return ""
+
+
+def camera_tree(count: int, width: int = 1000, height: int = 1200) -> Path:
+    """``count`` product photos as ``width`` x ``height`` JPEGs (the four sample classes)."""
+    directory = DATA / f"jpegs-{width}x{height}-{count}"
+    if (directory / ".complete").is_file():
+        return directory
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_camera_photo, [directory] * count, range(count), [(width, height)] * count))
+    (directory / ".complete").write_text("ok\n")
+    return directory
+
+
+def _camera_photo(directory: Path, index: int, size: tuple[int, int]) -> None:
+    import io
+
+    from PIL import Image
+
+    from classify_job.samples.photos import CLASSES, render_photo
+
+    label = CLASSES[index % len(CLASSES)]
+    side = max(size)
+    with Image.open(io.BytesIO(render_photo(label, index, seed=7, image_size=side))) as photo:
+        left, top = (side - size[0]) // 2, (side - size[1]) // 2
+        photo = photo.crop((left, top, left + size[0], top + size[1]))
+        path = directory / label / f"{index:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        photo.save(path, quality=90)
+
+
+def lite0_bundle() -> Path:
+    """A 4-class EfficientNet-Lite0 bundle: ImageNet backbone, untrained head (speed does not
+    depend on the head's weights)."""
+    directory = DATA / "lite0-4class"
+    if not (directory / "bundle.json").is_file():
+        _run_python(
+            "from classify_job.bundle import BundleSpec, save_bundle\n"
+            "from classify_job.nets.efficientnet_lite import build_classifier\n"
+            "from classify_job.nets.pretrained import pretrained_backbone\n"
+            "from classify_job.samples.photos import CLASSES\n"
+            "model = build_classifier(pretrained_backbone(224), len(CLASSES))\n"
+            "spec = BundleSpec(tuple(CLASSES), (224, 224), 'rgb', 'efficientnet_lite0')\n"
+            f"save_bundle({str(directory)!r}, model, spec)\n"
+        )
+    return directory
+
+
+def tiny_bundle() -> Path:
+    """A small CNN at 16x16: for measuring the walk, resume and output rather than a model."""
+    directory = DATA / "tiny-cnn"
+    if not (directory / "bundle.json").is_file():
+        _run_python(
+            "from classify_job.bundle import BundleSpec, save_bundle\n"
+            "from classify_job.nets.cnn import cnn\n"
+            "model = cnn(4, (16, 16), 3, top_width=32)\n"
+            "spec = BundleSpec(('a', 'b', 'c', 'd'), (16, 16), 'rgb', 'cnn')\n"
+            f"save_bundle({str(directory)!r}, model, spec)\n"
+        )
+    return directory
+
+
+def _run_python(code: str) -> None:
+    subprocess.run([sys.executable, "-c", "import classify_job\n" + code], check=True, cwd=ROOT)
+
+
+def classify(tree: Path, bundle: Path, out: Path, *options: str, env: dict | None = None) -> dict:
+    """One whole ``classify-job classify`` process: wall seconds, peak RSS (MiB), and the run's
+    facts (``launch_to_first_batch_s`` from process start to the first finished batch)."""
+    command = [*CLASSIFY_JOB, "classify", str(tree), "--model", str(bundle), "--out", str(out), *options]
+    launched = time.time()
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"classify failed: {stderr[-2000:]}")
+    facts = json.loads(max((out / "runs").glob("*.json")).read_text())
+    first = facts["timings"].get("first_batch_at")
+    return {
+        "wall_s": round(wall, 3),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "launch_to_first_batch_s": round(first - launched, 3) if first else None,
+        "facts": facts,
+    }
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS so far."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

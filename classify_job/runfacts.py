@@ -1,0 +1,45 @@
+"""``OUT/runs/<run_id>.json``: what each classify run saw and did that Parquet rows cannot hold.
+
+Rows get superseded by later runs; these facts stay: files found, skipped by extension and
+missing, directories that could not be listed, the runtime used and timings. The summary reads
+the latest; drift compares runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from classify_job import atomic
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+
+
+def write_run_facts(out: Path, facts: dict[str, Any]) -> Path:
+    """Write one run's facts atomically (``facts["run_id"]`` names the file)."""
+    path = Path(out) / RUNS_DIR / f"{facts['run_id']}.json"
+    atomic.write_json(path, facts)
+    return path
+
+
+def read_runs(out: Path, last: int | None = None) -> list[dict[str, Any]]:
+    """Facts of the runs on ``out``, oldest first (run ids sort by start time); ``last`` keeps
+    only the newest N. A file that cannot be read is skipped with a warning."""
+    paths = sorted((Path(out) / RUNS_DIR).glob("*.json"))
+    runs = []
+    for path in paths[-last:] if last else paths:
+        try:
+            runs.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable run facts %s: %s", path, exc)
+    return runs
+
+
+def latest_run(out: Path) -> dict[str, Any] | None:
+    """The newest run's facts, or None before the first run."""
+    runs = read_runs(out, last=1)
+    return runs[-1] if runs else None
