@@ -28,21 +28,23 @@ from classify_job.imageio import load_image
 
 
 def link_tree(count: int) -> Path:
-    """``count`` hard links of one 24x24 PNG, 1,000 to a folder."""
+    """``count`` small PNGs, 1,000 to a folder: one real 24x24 file per folder, the rest hard
+    links to it (file systems cap the links to one file near 65,000)."""
     from PIL import Image
 
     directory = DATA / f"links-{count}"
     if (directory / ".complete").is_file():
         return directory
     shutil.rmtree(directory, ignore_errors=True)
-    source = DATA / "tiny.png"
-    source.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(source)
+    rng = np.random.default_rng(0)
     for i in range(count):
         folder = directory / f"d{i // 1000:04d}"
         if i % 1000 == 0:
             folder.mkdir(parents=True)
-        os.link(source, folder / f"img_{i:07d}.png")
+            source = folder / f"img_{i:07d}.png"
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(source)
+        else:
+            os.link(source, folder / f"img_{i:07d}.png")
     (directory / ".complete").write_text("ok\n")
     return directory
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -98,13 +97,14 @@ def _run_python(code: str) -> None:
 
 
 def classify(tree: Path, bundle: Path, out: Path, *options: str, env: dict | None = None) -> dict:
-    """One whole ``classify-job classify`` process: wall seconds, peak RSS (MiB), and the run's
-    facts (``launch_to_first_batch_s`` from process start to the first finished batch)."""
+    """One whole ``classify-job classify`` process: wall seconds, peak RSS (MiB, as the run measured
+    it: see :func:`classify_job.runtime.peak_rss_mib`), and the run's facts
+    (``launch_to_first_batch_s`` from process start to the first finished batch)."""
     command = [*CLASSIFY_JOB, "classify", str(tree), "--model", str(bundle), "--out", str(out), *options]
     launched = time.time()
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     stderr = proc.stderr.read().decode(errors="replace")
     proc.stderr.close()
@@ -114,12 +114,7 @@ def classify(tree: Path, bundle: Path, out: Path, *options: str, env: dict | Non
     first = facts["timings"].get("first_batch_at")
     return {
         "wall_s": round(wall, 3),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mib": facts.get("peak_rss_mib"),
         "launch_to_first_batch_s": round(first - launched, 3) if first else None,
         "facts": facts,
     }
-
-
-def peak_rss_mib() -> float:
-    """This process's peak RSS so far."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

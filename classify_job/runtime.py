@@ -104,6 +104,21 @@ def counting_compilations() -> Iterator[dict[str, int]]:
         monitoring.unregister_event_listener(on_event)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory, MiB: the kernel's high-water mark of its own address
+    space (``VmHWM``), which unlike ``ru_maxrss`` does not count a parent's pages from before exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def set_seeds(seed: int) -> None:
     """Seed Python, NumPy and Keras so training and sampling are reproducible."""
     import keras

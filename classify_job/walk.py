@@ -153,13 +153,13 @@ class _Walker:
             fd = os.open(root, _DIR_FLAGS)
         except OSError as exc:
             self._unlisted(prefix, exc)
-            return
+            return iter(())
         text = "/".join(escape_name(part) for part in prefix.split("/"))
-        yield from self._walk(fd, root, text, None if text == prefix else os.fsencode(prefix))
+        return self._walk(fd, root, text, None if text == prefix else os.fsencode(prefix))
 
     def _walk(self, fd: int, path: str, prefix: str, raw_prefix: bytes | None) -> Iterator[FileEntry]:
         """Walk the open directory ``fd`` (closed here); ``raw_prefix`` is None while every name
-        so far is valid UTF-8."""
+        so far is valid UTF-8. Files are handled inline: one generator per directory level."""
         try:
             if not self._first_visit(fd):
                 return
@@ -171,40 +171,39 @@ class _Walker:
                 return
             texts = _child_texts([c.name for c in children])
             for child, text in zip(children, texts, strict=True):
-                if child.name.startswith(".") or (not self.follow and child.is_symlink()):
+                name = child.name
+                if name[0] == "." or (not self.follow and child.is_symlink()):
                     continue
-                yield from self._child(fd, child, path, prefix, raw_prefix, text)
+                raw = None
+                if raw_prefix is not None or text is not name:
+                    raw = (raw_prefix if raw_prefix is not None else prefix.encode()) + os.fsencode(name)
+                if _is_dir(child, self.follow):
+                    yield from self._subdir(fd, name, f"{path}/{name}", prefix + text + "/", raw)
+                elif (entry := self._file(child, f"{path}/{name}", prefix + text, raw)) is not None:
+                    yield entry
         finally:
             os.close(fd)
 
-    def _child(self, fd, child, path, prefix, raw_prefix, text) -> Iterator[FileEntry]:
-        relpath = prefix + text
-        raw = None
-        if raw_prefix is not None or text is not child.name:
-            raw = (raw_prefix if raw_prefix is not None else prefix.encode()) + os.fsencode(child.name)
-        child_path = f"{path}/{child.name}"
-        if _is_dir(child, self.follow):
-            flags = _DIR_FLAGS | (0 if self.follow else os.O_NOFOLLOW)
-            try:
-                sub = os.open(child.name, flags, dir_fd=fd)
-            except OSError as exc:
-                self._unlisted(relpath + "/", exc)
-                return
-            yield from self._walk(sub, child_path, relpath + "/", None if raw is None else raw + b"/")
-            return
+    def _subdir(self, fd: int, name: str, path: str, prefix: str, raw: bytes | None) -> Iterator[FileEntry]:
+        try:
+            sub = os.open(name, _DIR_FLAGS | (0 if self.follow else os.O_NOFOLLOW), dir_fd=fd)
+        except OSError as exc:
+            self._unlisted(prefix, exc)
+            return iter(())
+        return self._walk(sub, path, prefix, None if raw is None else raw + b"/")
+
+    def _file(self, child: os.DirEntry, path: str, relpath: str, raw: bytes | None) -> FileEntry | None:
         extension = os.path.splitext(child.name)[1].lower()
         if extension not in self.extensions:
             self.stats.skip(relpath, escape_name(extension))
-            return
+            return None
         try:
             st = child.stat(follow_symlinks=self.follow)
         except OSError as exc:
-            yield FileEntry(child_path, relpath, 0, 0, f"cannot stat: {exc.strerror or exc}", raw)
-            return
+            return FileEntry(path, relpath, 0, 0, f"cannot stat: {exc.strerror or exc}", raw)
         if not stat.S_ISREG(st.st_mode):
-            yield FileEntry(child_path, relpath, 0, 0, NOT_REGULAR, raw)
-            return
-        yield FileEntry(child_path, relpath, st.st_size, st.st_mtime_ns, None, raw)
+            return FileEntry(path, relpath, 0, 0, NOT_REGULAR, raw)
+        return FileEntry(path, relpath, st.st_size, st.st_mtime_ns, None, raw)
 
     def _first_visit(self, fd: int) -> bool:
         st = os.fstat(fd)

@@ -37,6 +37,7 @@ from classify_job.report.summary import (
     write_summary,
 )
 from classify_job.runfacts import RUNS_DIR, latest_run, write_run_facts
+from classify_job.runtime import peak_rss_mib
 from classify_job.walk import FileEntry
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, s
         "ignored_extensions": dict(sorted(scan.stats.ignored.items())),
         "unlisted_dirs": scan.stats.unlisted,
         "timings": timings,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
