@@ -11,6 +11,7 @@ from classify_job.config import check, resolve
 from classify_job.walk import DEFAULT_EXTENSIONS, normalize_extensions
 
 ENGINE_NAMES = ("local", "ray")
+RUNTIMES = ("auto", "onnx", "openvino", "keras")  # see classify_job.classify.backends
 REQUIRED = {"input_dir": "INPUT_DIR", "model": "--model", "out": "--out"}
 
 
@@ -34,6 +35,8 @@ class ClassifyConfig:
     rows_per_part: int = 10_000
     commit_every_s: float = 120.0
     log_every_s: float = 30.0
+    runtime: str = "auto"
+    runtime_threads: int = 2
     engine: str = "local"
     ray_address: str | None = None
     ray_actors: int = 1
@@ -55,6 +58,8 @@ class ClassifyConfig:
                 "rows_per_part": (self.rows_per_part >= 1, "at least 1"),
                 "ray_actors": (self.ray_actors >= 1, "at least 1"),
                 "engine": (self.engine in ENGINE_NAMES, f"one of {', '.join(ENGINE_NAMES)}"),
+                "runtime": (self.runtime in RUNTIMES, f"one of {', '.join(RUNTIMES)}"),
+                "runtime_threads": (self.runtime_threads >= 1, "at least 1"),
                 "max_error_rate": (rate is None or 0.0 <= rate <= 1.0, "between 0 and 1"),
             },
         )

@@ -1,23 +1,30 @@
-"""Engines turn the files still to do into prediction tables. Everything around them (lock,
-resume, parts, summary) is shared, so every engine writes the same dataset. An engine is only
-started when there is something to do, so a run with nothing new never loads a model."""
+"""Engines turn the files still to do into predictions. Everything around them (lock, resume,
+parts, summary) is shared, so every engine writes the same dataset. An engine is only started
+when there is something to do, so a run with nothing new never loads a model.
+
+An engine yields :class:`~classify_job.classify.predict.Predictions` (the run turns them into rows
+on its writer thread) or ready-made Arrow tables (Ray's actors build their rows themselves), and
+records in ``facts`` the runtime it used.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import pyarrow as pa
 
 from classify_job.bundle import BundleSpec
+from classify_job.classify.backends import choose_runtime, open_backend
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.predict import Classifier, classify_entries
-from classify_job.classify.sink import RowContext
+from classify_job.classify.predict import Predictions, predict_batches
+from classify_job.classify.rows import RowContext
 from classify_job.walk import FileEntry
 
 Engine = Callable[
     [ClassifyConfig, BundleSpec, Iterator[FileEntry], RowContext, pa.Schema, dict[str, Any]],
-    Iterator[pa.Table],
+    Iterator[Predictions | pa.Table],
 ]
 
 
@@ -28,19 +35,26 @@ def local_engine(
     ctx: RowContext,
     schema: pa.Schema,
     facts: dict[str, Any],
-) -> Iterator[pa.Table]:
+) -> Iterator[Predictions]:
     """Decode with a thread pool and predict in this process: one machine, no extra services.
 
-    Records in ``facts`` the runtime used and how many XLA compilations the cache served.
+    With the Keras runtime, ``facts["xla_cache"]`` counts compilations the persistent cache served.
     """
-    from classify_job.bundle import load_bundle
+    runtime = choose_runtime(spec, config.runtime)
+    facts["runtime"] = runtime
+    with _compilations(runtime) as compilations:
+        if compilations is not None:
+            facts["xla_cache"] = compilations
+        backend = open_backend(config.model, spec, runtime, config.batch_size, config.runtime_threads)
+        yield from predict_batches(todo, backend, spec, config.batch_size, config.workers)
+
+
+def _compilations(runtime: str) -> Any:
+    if runtime != "keras":
+        return nullcontext(None)
     from classify_job.runtime import counting_compilations
 
-    facts["runtime"] = "keras"
-    with counting_compilations() as compilations:
-        facts["xla_cache"] = compilations
-        classifier = Classifier(load_bundle(config.model), config.batch_size)
-        yield from classify_entries(todo, classifier, ctx, schema, config.workers)
+    return counting_compilations()
 
 
 def ray_engine(*args: Any) -> Iterator[pa.Table]:

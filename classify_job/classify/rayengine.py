@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from itertools import islice
-from pathlib import Path
 
 import pyarrow as pa
 import ray
 
 from classify_job.bundle import BundleSpec
+from classify_job.classify.backends import choose_runtime
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.sink import RowContext
+from classify_job.classify.rows import RowContext
 from classify_job.walk import FileEntry
 
 # Files handed to Ray per dataset: bounds the driver's memory however large the tree is.
@@ -36,7 +36,7 @@ def ray_engine(
     facts: dict,
 ) -> Iterator[pa.Table]:
     """Prediction tables for ``todo``, computed by ``config.ray_actors`` Ray actors."""
-    facts["runtime"] = "keras (ray actors)"
+    facts["runtime"] = choose_runtime(spec, config.runtime)
     started_here = _init(config.ray_address)
     try:
         while chunk := list(islice(todo, CHUNK_FILES)):
@@ -68,7 +68,7 @@ def _dataset(
     blocks = max(1, len(rows) // (config.batch_size * 4))
     return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         ModelActor,
-        fn_constructor_kwargs={"model": str(config.model), "ctx": ctx, "schema": schema, "config": config},
+        fn_constructor_kwargs={"ctx": ctx, "schema": schema, "config": config},
         batch_size=config.batch_size,
         batch_format="pyarrow",
         concurrency=config.ray_actors,
@@ -79,18 +79,26 @@ def _dataset(
 class ModelActor:
     """Holds one loaded model; turns a batch of file entries into prediction rows."""
 
-    def __init__(self, model: str, ctx: RowContext, schema: pa.Schema, config: ClassifyConfig):
+    def __init__(self, ctx: RowContext, schema: pa.Schema, config: ClassifyConfig):
         import classify_job  # noqa: F401  forces the JAX backend in the worker process
-        from classify_job.bundle import load_bundle
-        from classify_job.classify.predict import Classifier
+        from classify_job.bundle import read_spec
+        from classify_job.classify.backends import open_backend
 
-        self.classifier = Classifier(load_bundle(Path(model)), config.batch_size)
-        self.ctx, self.schema, self.workers = ctx, schema, config.workers
+        self.spec = read_spec(config.model)
+        runtime = choose_runtime(self.spec, config.runtime)
+        self.backend = open_backend(
+            config.model, self.spec, runtime, config.batch_size, config.runtime_threads
+        )
+        self.ctx, self.schema, self.config = ctx, schema, config
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from classify_job.classify.predict import classify_entries
+        from classify_job.classify.predict import predict_batches
+        from classify_job.classify.rows import predictions_table
 
         entries = [FileEntry(**{**row, "path": os.fsdecode(row["path"])}) for row in batch.to_pylist()]
+        predictions = predict_batches(
+            entries, self.backend, self.spec, self.config.batch_size, self.config.workers
+        )
         return pa.concat_tables(
-            classify_entries(entries, self.classifier, self.ctx, self.schema, self.workers)
+            predictions_table(p.batch, p.probs, self.ctx, self.schema) for p in predictions
         )

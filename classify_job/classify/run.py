@@ -10,12 +10,14 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job.bundle import BundleSpec, read_spec
@@ -24,8 +26,9 @@ from classify_job.classify.engines import ENGINES
 from classify_job.classify.index import OutputIndex, PartIndex, drop_superseded_rows, remove_rows
 from classify_job.classify.lock import output_lock
 from classify_job.classify.progress import ProgressCallback, RunProgress
+from classify_job.classify.rows import RowContext, predictions_table
 from classify_job.classify.scan import TreeScan
-from classify_job.classify.sink import PartWriter, RowContext, remove_stale_temp_files
+from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stale_temp_files
 from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
 from classify_job.predictions import PREDICTIONS_DIR, predictions_schema
 from classify_job.report.html import REPORT_HTML, write_html_report
@@ -150,24 +153,45 @@ def _classify_batches(config, spec, scan, writer, progress, on_progress, stop, t
     if first is not None:  # only now is a model needed
         ctx = RowContext(spec.labels, spec.model_id, progress.run_id, config.top_k)
         progress.started = time.monotonic()
-        engine = ENGINES[config.engine]
+        rows = BackgroundWriter(lambda item: _write_rows(item, ctx, writer, progress, on_progress, timings))
         entries = _counted(chain([first], todo), scan, progress)
-        for table in engine(config, spec, entries, ctx, writer.schema, facts):
-            if "first_batch_s" not in timings:
-                timings.update(
-                    first_batch_s=round(time.monotonic() - progress.started, 3), first_batch_at=time.time()
-                )
-            writer.write(table)
-            progress.classified += table.num_rows
-            progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
-            on_progress(progress)
-            if stop.is_set():
-                log.warning("stop requested: committing finished rows and exiting")
-                break
+        with _closing(rows):
+            for item in ENGINES[config.engine](config, spec, entries, ctx, writer.schema, facts):
+                rows.put(item)
+                if stop.is_set():
+                    log.warning("stop requested: committing finished rows and exiting")
+                    break
     progress.skipped = scan.skipped
     if scan.complete:
         progress.total = scan.found
     on_progress(progress)
+
+
+def _write_rows(item, ctx, writer, progress, on_progress, timings) -> None:
+    """On the writer thread: the rows of one batch into the open part, and the counters."""
+    table = (
+        item if isinstance(item, pa.Table) else predictions_table(item.batch, item.probs, ctx, writer.schema)
+    )
+    if "first_batch_s" not in timings:
+        timings.update(
+            first_batch_s=round(time.monotonic() - progress.started, 3), first_batch_at=time.time()
+        )
+    writer.write(table)
+    progress.classified += table.num_rows
+    progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
+    on_progress(progress)
+
+
+@contextmanager
+def _closing(rows: BackgroundWriter) -> Iterator[None]:
+    """Close the writer thread after the loop; if the loop failed, its error wins."""
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            rows.close()
+        raise
+    rows.close()
 
 
 def _counted(todo: Iterator[FileEntry], scan: TreeScan, progress: RunProgress) -> Iterator[FileEntry]:

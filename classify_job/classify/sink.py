@@ -1,4 +1,4 @@
-"""Writing predictions: rows built from decoded batches, and rolling part files committed by rename.
+"""Rolling Parquet part files, committed by rename and indexed as they are committed.
 
 Rows go into ``OUT/predictions/.part-*.parquet.tmp`` one row group per batch; a part is renamed
 to ``part-*.parquet`` once closed, so readers (pandas, DuckDB, Spark), which skip dot-files, only
@@ -8,8 +8,10 @@ ever see complete files. A crash loses at most the open part, which the next run
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,7 @@ import pyarrow.parquet as pq
 
 from classify_job.classify.index import PartIndex, index_rows, write_index
 from classify_job.errors import OutputError
-from classify_job.predictions import PREDICTIONS_DIR, TIMESTAMP, prob_column, with_facts
-from classify_job.walk import display_path
+from classify_job.predictions import PREDICTIONS_DIR, with_facts
 
 
 def remove_stale_temp_files(out: Path) -> int:
@@ -84,57 +85,36 @@ class PartWriter:
         self._opened_at = time.monotonic()
 
 
-@dataclass(frozen=True)
-class RowContext:
-    """Values shared by every row of one run."""
+class BackgroundWriter:
+    """Turns items into tables and writes them on a thread of its own, so the next batch is
+    decoded and predicted meanwhile. At most ``depth`` items wait; an error in the thread is
+    raised by the next :meth:`put` or by :meth:`close`."""
 
-    labels: tuple[str, ...]
-    model_id: str
-    run_id: str
-    top_k: int
+    def __init__(self, write: Callable[[Any], None], depth: int = 2) -> None:
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rows", daemon=True)
+        self._thread.start()
 
+    def put(self, item: Any) -> None:
+        self._raise_error()
+        self._queue.put(item)
 
-def predictions_table(decoded: Sequence, probs: np.ndarray, ctx: RowContext, schema: pa.Schema) -> pa.Table:
-    """One row per decoded file. ``probs`` holds a row for each *successfully* decoded file,
-    in order; failed files become ``status="error"`` rows with null predictions."""
-    ok = np.array([d.image is not None for d in decoded], dtype=bool)
-    full = np.full((len(decoded), len(ctx.labels)), np.nan, dtype=np.float32)
-    full[ok] = probs
-    columns = {**_file_columns(decoded, ok), **_prediction_columns(full, ok, ctx), **_run_columns(ctx, ok)}
-    return pa.Table.from_pydict(columns, schema=schema)
+    def close(self) -> None:
+        """Write everything queued, stop the thread, and raise its error if it had one."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
 
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(item)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
 
-def _file_columns(decoded: Sequence, ok: np.ndarray) -> dict[str, Any]:
-    return {
-        "path": [display_path(d.entry.path) for d in decoded],
-        "relpath": [d.entry.relpath for d in decoded],
-        "relpath_bytes": [d.entry.relpath_bytes for d in decoded],
-        "status": np.where(ok, "ok", "error").tolist(),
-        "error": [d.error for d in decoded],
-        "bytes": [d.entry.size for d in decoded],
-        "mtime": pa.array([d.entry.mtime_ns // 1000 for d in decoded], TIMESTAMP),
-        "width": [d.image.width if d.image else None for d in decoded],
-        "height": [d.image.height if d.image else None for d in decoded],
-    }
-
-
-def _prediction_columns(full: np.ndarray, ok: np.ndarray, ctx: RowContext) -> dict[str, Any]:
-    labels = np.asarray(ctx.labels, dtype=object)
-    top = np.argsort(-full, axis=1, kind="stable")[:, : min(ctx.top_k, len(labels))]
-    top_probs = np.take_along_axis(full, top, axis=1)
-    return {
-        "label": pa.array(labels[top[:, 0]], pa.string(), mask=~ok),
-        "confidence": pa.array(top_probs[:, 0], pa.float32(), mask=~ok),
-        **{prob_column(lab): pa.array(full[:, i], pa.float32(), mask=~ok) for i, lab in enumerate(labels)},
-        "top_labels": [list(row) if good else None for row, good in zip(labels[top], ok, strict=True)],
-        "top_probs": [row.tolist() if good else None for row, good in zip(top_probs, ok, strict=True)],
-    }
-
-
-def _run_columns(ctx: RowContext, ok: np.ndarray) -> dict[str, Any]:
-    n = len(ok)
-    return {
-        "model_id": [ctx.model_id] * n,
-        "run_id": [ctx.run_id] * n,
-        "classified_at": pa.array(np.full(n, int(time.time() * 1e6)), TIMESTAMP),
-    }
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error

@@ -23,7 +23,6 @@ import jax
 import keras
 import numpy as np
 
-from classify_job.classify.predict import pad_batch
 from classify_job.config import build, check
 from classify_job.errors import InputError
 from classify_job.nets import pretrained
@@ -208,7 +207,9 @@ def extract_features(
     out = np.empty((len(images), FEATURES), dtype=np.float32)
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        out[start : start + len(batch)] = features_of(pad_batch(batch, batch_size))[: len(batch)]
+        padded = np.zeros((batch_size, *batch.shape[1:]), dtype=np.float32)  # one shape, one compilation
+        padded[: len(batch)] = batch
+        out[start : start + len(batch)] = features_of(padded)[: len(batch)]
     return out
 
 

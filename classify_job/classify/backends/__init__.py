@@ -1,0 +1,70 @@
+"""Inference back-ends: the bundle's Keras model, or a graph exported from it (ONNX Runtime,
+OpenVINO). Each takes uint8 batches (N, H, W, C) and returns (probabilities, features).
+
+``auto`` takes the first runtime of :data:`AUTO_ORDER` that the bundle has an export for and that
+is installed; Keras needs no export and always works. Only the chosen back-end's libraries are
+imported, so an exported runtime never imports Keras or JAX.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from classify_job.bundle import BundleSpec
+from classify_job.classify.config import RUNTIMES
+from classify_job.errors import BundleError, InputError
+
+# Fastest first, as measured on these 2-core CPUs (README: "Fast on a CPU").
+AUTO_ORDER = ("onnx", "openvino", "keras")
+MODULES = {"onnx": "onnxruntime", "openvino": "openvino", "keras": "keras"}
+
+
+class Backend(Protocol):
+    name: str
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def exported(spec: BundleSpec, runtime: str) -> dict | None:
+    """The bundle's verified export for ``runtime``, if it has one."""
+    for export in spec.other.get("exports", []):
+        if export.get("format") == runtime and export.get("verified", {}).get("passed"):
+            return export
+    return None
+
+
+def choose_runtime(spec: BundleSpec, requested: str) -> str:
+    """``requested``, or for ``auto`` the first of AUTO_ORDER that the bundle and this install allow."""
+    if requested not in RUNTIMES:
+        raise InputError(f"--runtime must be one of {', '.join(RUNTIMES)}. Received: {requested!r}")
+    if requested != "auto":
+        return requested
+    return next(r for r in AUTO_ORDER if r == "keras" or (exported(spec, r) and _installed(r)))
+
+
+def _installed(runtime: str) -> bool:
+    return importlib.util.find_spec(MODULES[runtime]) is not None
+
+
+def open_backend(bundle: Path, spec: BundleSpec, runtime: str, batch_size: int, threads: int) -> Backend:
+    """Load the model for ``runtime`` (already chosen); ``threads`` bounds its compute threads."""
+    if runtime == "keras":
+        from classify_job.classify.backends.keras import KerasBackend
+
+        return KerasBackend(bundle, batch_size)
+    export = exported(spec, runtime)
+    if export is None:
+        raise BundleError(f"{bundle} has no verified {runtime} export; run `classify-job export {bundle}`")
+    if not _installed(runtime):
+        raise BundleError(f"--runtime {runtime} needs the {MODULES[runtime]} package, which is not installed")
+    if runtime == "onnx":
+        from classify_job.classify.backends.onnx import OnnxBackend
+
+        return OnnxBackend(bundle / export["file"], threads)
+    from classify_job.classify.backends.openvino import OpenVinoBackend
+
+    return OpenVinoBackend(bundle / export["file"], threads)
