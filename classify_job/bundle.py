@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "bundle.json"
-# 1: the first release. 2: unknown keys are kept on rewrite; training records its split hash.
+# 1: the first release. 2: unknown keys are kept on rewrite; training records its split hash;
+# ``exports`` lists exported inference graphs.
 FORMAT_VERSION = 2
 
 DEFAULT_PREPROCESSING = {
@@ -46,7 +47,8 @@ DEFAULT_PREPROCESSING = {
 @dataclass(frozen=True)
 class BundleSpec:
     """What ``bundle.json`` holds. ``extra`` carries training facts (config, data, versions);
-    ``other`` the top-level keys this version does not know, written back unchanged."""
+    ``exports`` the inference graphs exported from the model (format, file, sha256, versions and
+    verification); ``other`` the top-level keys this version does not know, written back unchanged."""
 
     labels: tuple[str, ...]
     image_size: tuple[int, int]
@@ -55,6 +57,7 @@ class BundleSpec:
     model_id: str = ""
     preprocessing: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
     extra: dict[str, Any] = field(default_factory=dict)
+    exports: tuple[dict[str, Any], ...] = ()
     other: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -62,7 +65,7 @@ class BundleSpec:
             "format_version": FORMAT_VERSION,
             **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "other"},
         }
-        data.update(labels=list(self.labels), image_size=list(self.image_size))
+        data.update(labels=list(self.labels), image_size=list(self.image_size), exports=list(self.exports))
         return {**data, **self.other}
 
     @classmethod
@@ -82,6 +85,7 @@ class BundleSpec:
                 model_id=str(data.get("model_id", "")),
                 preprocessing=dict(data.get("preprocessing") or DEFAULT_PREPROCESSING),
                 extra=dict(data.get("extra") or {}),
+                exports=tuple(dict(e) for e in data.get("exports") or ()),
                 other={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -43,3 +43,7 @@ class WeightsError(ClassifyJobError):
 
 class BackendError(ClassifyJobError):
     """Keras was imported with a backend other than JAX before this package could set it."""
+
+
+class ExportError(ClassifyJobError):
+    """An inference graph could not be exported, or did not match the Keras model; none is kept."""

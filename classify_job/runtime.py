@@ -30,8 +30,8 @@ def force_jax_backend() -> None:
     os.environ["KERAS_BACKEND"] = BACKEND
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     use_compilation_cache()
-    if not any(isinstance(finder, _KerasExtras) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _KerasExtras())
+    if not any(isinstance(finder, _UnwantedImports) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _UnwantedImports())
     keras = sys.modules.get("keras")
     if keras is not None and keras.backend.backend() != BACKEND:
         raise BackendError(
@@ -65,17 +65,23 @@ def use_compilation_cache() -> Path | None:
     return directory
 
 
-class _KerasExtras(importlib.abc.MetaPathFinder):
-    """While Keras imports itself, its optional imports of scikit-learn, pandas and matplotlib
-    fail as if they were not installed (Keras guards each one; it only needs them for wrappers,
-    DataFrame inputs and plotting, none of which this project asks of it). That is 1-2 s of
-    start-up. Once Keras is imported, or when they were imported before it, nothing changes."""
+class _UnwantedImports(importlib.abc.MetaPathFinder):
+    """Imports that fail as if the package were not installed, where its importer copes.
 
-    EXTRAS = frozenset({"sklearn", "pandas", "matplotlib"})
+    - While Keras imports itself, its optional imports of scikit-learn, pandas and matplotlib
+      (Keras guards each; it needs them for wrappers, DataFrame inputs and plotting, none of which
+      this project asks of it): 1-2 s of start-up. Imported before Keras, or after, they work.
+    - ``openvino_telemetry``, always: ``import openvino`` would otherwise send a usage event over
+      the network; without the package OpenVINO uses its own no-op stub.
+    """
+
+    KERAS_EXTRAS = frozenset({"sklearn", "pandas", "matplotlib"})
+    NEVER = frozenset({"openvino_telemetry"})
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name.partition(".")[0] in self.EXTRAS and _keras_initializing():
-            raise ModuleNotFoundError(f"{name} is not imported while Keras imports", name=name)
+        top = name.partition(".")[0]
+        if top in self.NEVER or (top in self.KERAS_EXTRAS and _keras_initializing()):
+            raise ModuleNotFoundError(f"{name} is not imported by classify-job", name=name)
         return None
 
 

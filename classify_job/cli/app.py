@@ -24,6 +24,7 @@ EXIT_CODES: dict[type[errors.ClassifyJobError], int] = {
     errors.DatasetError: 2,
     errors.BundleError: 3,
     errors.WeightsError: 3,
+    errors.ExportError: 3,
     errors.OutputError: 4,
     errors.LockHeldError: 5,
     errors.ErrorRateExceeded: 6,

@@ -75,6 +75,10 @@ def _train(config) -> None:
         f"{len(result.bad_files)} unreadable files skipped",
         markup=False, soft_wrap=True,
     )  # fmt: skip
+    if result.export_warning:
+        stdout.print(
+            f"warning: no exported graph, classify will use Keras: {result.export_warning}", markup=False
+        )
 
 
 @app.command()
@@ -121,3 +125,29 @@ def check_data(
         stdout.print(f"  {mismatch.relpath} is {mismatch.actual_format}", markup=False)
     if strict and report.problems:
         raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Images to verify on. [default: the bundle's own test split]")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Add exported inference graphs (ONNX, OpenVINO) to BUNDLE, verified against its Keras model.
+
+    Exits 3, keeping no export, when an exported graph's probabilities differ by more than 1e-4.
+    """
+    from classify_job.cli.console import stdout
+    from classify_job.train.export import export_bundle
+
+    result = run(lambda: export_bundle(bundle, data), verbose)
+    for entry in result.spec.exports:
+        check = entry["verified"]
+        stdout.print(
+            f"{entry['format']}: {bundle / entry['file']} verified on {check['images']} images "
+            f"({check['source']}): max probability difference {check['max_abs_prob_diff']:.2g}",
+            markup=False,
+            soft_wrap=True,
+        )

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from classify_job.bundle import SPEC_FILE, BundleSpec
-from classify_job.errors import DatasetError, OutputError
+from classify_job.errors import DatasetError, ExportError, InputError, OutputError
 from classify_job.runtime import set_seeds
 from classify_job.train.architectures import architecture, build_model, configure
 from classify_job.train.artifacts import write_outputs
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import BadFile, TrainingData, class_weights, index_dataset, load_split
 from classify_job.train.evaluate import evaluate_arrays
+from classify_job.train.export import export_bundle
 from classify_job.train.fit import EpochInfo, best_epoch, monitor_metric
 from classify_job.train.metrics import EvaluationReport
 
@@ -44,6 +45,7 @@ class TrainResult:
     bad_files: tuple[BadFile, ...]
     best_epoch: int
     wall_time_s: float
+    export_warning: str | None = None
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -72,6 +74,7 @@ def train(
     history, facts = architecture(config.arch).fit(net, data, config, weights, on_epoch, callbacks)
     report = _evaluate_best(net, data)
     spec = write_outputs(net, config, data, weights, history, report, time.perf_counter() - started, facts)
+    spec, export_warning = _export(config.out_dir, spec)
     return TrainResult(
         bundle_dir=config.out_dir,
         spec=spec,
@@ -81,7 +84,17 @@ def train(
         bad_files=data.bad_files,
         best_epoch=best_epoch(history, monitor_metric(data)),
         wall_time_s=time.perf_counter() - started,
+        export_warning=export_warning,
     )
+
+
+def _export(bundle_dir: Path, spec: BundleSpec) -> tuple[BundleSpec, str | None]:
+    """The exported inference graphs; a failed export leaves the Keras bundle, and a warning."""
+    try:
+        return export_bundle(bundle_dir).spec, None
+    except (ExportError, InputError) as exc:
+        log.warning("the bundle has no exported graph (classify will use Keras): %s", exc)
+        return spec, str(exc)
 
 
 def _check_out_dir(config: TrainConfig) -> None:

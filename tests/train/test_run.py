@@ -142,3 +142,23 @@ def test_train_with_augmentation_and_cosine_schedule(tiny_tree, tmp_path):
     result = train(config)
     assert result.history[-1]["learning_rate"] < result.history[0]["learning_rate"]
     assert result.spec.extra["training"]["augment"]["rotation"] == 0.05
+
+
+def test_a_trained_bundle_carries_a_verified_export_and_a_failed_one_keeps_nothing(
+    tiny_tree, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from classify_job.cli import app
+    from classify_job.train import export as export_module
+
+    result = train(tiny_config(tiny_tree(per_class=8), tmp_path / "model"))
+    assert result.export_warning is None
+    assert [e["format"] for e in result.spec.exports] == ["onnx", "openvino"]
+    assert all(e["verified"]["source"].startswith("the test split") for e in result.spec.exports)
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # nothing can match now
+    outcome = CliRunner().invoke(app, ["export", str(tmp_path / "model")])
+    assert outcome.exit_code == 3 and "does not match the Keras model" in outcome.output
+    assert (
+        not (tmp_path / "model" / "model.onnx").exists() and not load_bundle(tmp_path / "model").spec.exports
+    )

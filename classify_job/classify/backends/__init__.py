@@ -17,6 +17,7 @@ import numpy as np
 from classify_job.bundle import BundleSpec
 from classify_job.classify.config import RUNTIMES
 from classify_job.errors import BundleError, InputError
+from classify_job.hashing import content_hash
 
 # Fastest first, as measured on these 2-core CPUs (README: "Fast on a CPU").
 AUTO_ORDER = ("onnx", "openvino", "keras")
@@ -31,7 +32,7 @@ class Backend(Protocol):
 
 def exported(spec: BundleSpec, runtime: str) -> dict | None:
     """The bundle's verified export for ``runtime``, if it has one."""
-    for export in spec.other.get("exports", []):
+    for export in spec.exports:
         if export.get("format") == runtime and export.get("verified", {}).get("passed"):
             return export
     return None
@@ -61,10 +62,18 @@ def open_backend(bundle: Path, spec: BundleSpec, runtime: str, batch_size: int, 
         raise BundleError(f"{bundle} has no verified {runtime} export; run `classify-job export {bundle}`")
     if not _installed(runtime):
         raise BundleError(f"--runtime {runtime} needs the {MODULES[runtime]} package, which is not installed")
+    path = bundle / export["file"]
+    if not path.is_file() or content_hash(path) != export.get("sha256"):
+        raise BundleError(f"{path} is missing or changed since it was verified; export {bundle} again")
+    return load_graph(path, runtime, threads)
+
+
+def load_graph(path: Path, runtime: str, threads: int) -> Backend:
+    """An exported graph's back-end (``onnx`` or ``openvino``) for the file at ``path``."""
     if runtime == "onnx":
         from classify_job.classify.backends.onnx import OnnxBackend
 
-        return OnnxBackend(bundle / export["file"], threads)
+        return OnnxBackend(path, threads)
     from classify_job.classify.backends.openvino import OpenVinoBackend
 
-    return OpenVinoBackend(bundle / export["file"], threads)
+    return OpenVinoBackend(path, threads)
