@@ -14,7 +14,7 @@ TRAIN_ARGS ?= --arch efficientnet_lite0
 
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: install install-airflow classify demo train check-data evaluate bench-backbone bench-engines bench-scale \
+.PHONY: install install-airflow classify demo train check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
 	bench-finetune bench-fashion-mnist report test test-slow test-all lint format clean
 
 install: $(STAMP)
@@ -56,6 +56,10 @@ bench-backbone: install  ## fast vs stock EfficientNet-Lite0 forward images/s (J
 
 bench-scale: install  ## decode/model/end-to-end rates, memory and no-op reruns at 10k/100k files, start-up (JSON)
 	$(BIN)/python benchmarks/bench_scale.py $(ARGS)
+
+bench-peers: install  ## classify-job vs an ONNX Runtime script and PyTorch eager, end to end (JSON)
+	$(BIN)/pip install --quiet -e '.[peers]'
+	$(BIN)/python benchmarks/bench_peers.py $(ARGS)
 
 bench-engines: install  ## local vs Ray engine on the same tree (JSON)
 	$(BIN)/python benchmarks/bench_engines.py

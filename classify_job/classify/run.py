@@ -161,6 +161,7 @@ def _classify_batches(config, spec, scan, writer, progress, on_progress, stop, t
                 if stop.is_set():
                     log.warning("stop requested: committing finished rows and exiting")
                     break
+        timings["loop_s"] = round(time.monotonic() - progress.started, 3)  # model load to last row
     progress.skipped = scan.skipped
     if scan.complete:
         progress.total = scan.found

@@ -1,0 +1,166 @@
+"""classify-job against the scripts an engineer would write instead, on the same trees and weights.
+
+    make bench-peers     # or: .venv/bin/python benchmarks/bench_peers.py [--trees 480,2000 --repeats 3]
+
+Peers (benchmarks/peers/, the [peers] extra: PyTorch, never imported by classify_job):
+- ort_script.py: EfficientNet-Lite0 exported from PyTorch (NCHW) to ONNX, ONNX Runtime at full
+  optimisation on 2 threads without spinning, Pillow draft decoding on a 2-thread pool 96 images
+  ahead, batch 32, Parquet at the end;
+- torch_eager.py: PyTorch eager with a DataLoader (2 workers), Parquet at the end.
+classify-job runs its 4-class EfficientNet-Lite0 bundle (ImageNet backbone, its exported graph)
+and writes everything it always writes (rows, index, summary, HTML report). Runs alternate,
+whole process, 1000x1200 JPEGs; medians. Also: model-only images/s of both ONNX graphs, the rate
+decode plus model CPU time allows (each measured per image on one core), and start-up. Prints
+JSON. Expected runtime: ~25 min with both trees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import DATA, ROOT, camera_tree, classify, lite0_bundle, machine
+
+import classify_job  # noqa: F401
+from classify_job.bundle import read_spec
+from classify_job.imageio import load_image
+
+PEERS = ROOT / "benchmarks" / "peers"
+PEER_ONNX = DATA / "peer_lite0.onnx"
+
+
+def ensure_exports(tree: Path) -> Path:
+    bundle = lite0_bundle()
+    if not read_spec(bundle).exports:
+        subprocess.run(
+            [sys.executable, "-m", "classify_job", "export", str(bundle), "--data", str(tree)], check=True
+        )
+    if not PEER_ONNX.is_file():
+        subprocess.run([sys.executable, str(PEERS / "export_onnx.py"), str(PEER_ONNX)], check=True)
+    return bundle
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def model_rate(path: Path, pixels: np.ndarray, threads: int, repeats: int = 5) -> float:
+    """Images/s of one ONNX graph at batch 32 (median of ``repeats`` after a warm-up)."""
+    infer = session(path, threads)
+    name = infer.get_inputs()[0].name
+    feed = (
+        pixels
+        if infer.get_inputs()[0].type == "tensor(uint8)"
+        else pixels.transpose(0, 3, 1, 2).astype(np.float32)
+    )
+    infer.run(None, {name: feed})
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        infer.run(None, {name: feed})
+        rates.append(len(pixels) / (time.perf_counter() - start))
+    return round(statistics.median(rates), 1)
+
+
+def decode_ms(paths: list[Path]) -> float:
+    """Milliseconds of one core per image for the decode path (draft mode, 224x224)."""
+    start = time.process_time()
+    for path in paths:
+        load_image(path, (224, 224))
+    return 1000 * (time.process_time() - start) / len(paths)
+
+
+def per_image_bounds(tree: Path, bundle: Path) -> dict:
+    paths = sorted(tree.rglob("*.jpg"))[:64]
+    pixels = np.stack([load_image(p, (224, 224)).pixels for p in paths[:32]])
+    decode = statistics.median(decode_ms(paths) for _ in range(3))
+    model = 1000 / model_rate(bundle / "model.onnx", pixels, threads=1)
+    return {
+        "decode_ms_per_image_one_core": round(decode, 2),
+        "model_ms_per_image_one_core": round(model, 2),
+        "images_per_second_allowed_on_2_cores": round(2000 / (decode + model), 1),
+        "model_only_images_per_second_ours": model_rate(bundle / "model.onnx", pixels, threads=2),
+        "model_only_images_per_second_peer": model_rate(PEER_ONNX, pixels, threads=2),
+    }
+
+
+def race(tree: Path, bundle: Path, tmp: Path, repeats: int, torch: bool) -> dict:
+    files = sum(1 for _ in tree.rglob("*.jpg"))
+    walls: dict[str, list[float]] = {"classify_job": [], "ort_script": [], "torch_eager": []}
+    loops = []
+    for i in range(repeats):  # alternate, so drift in the machine's load hits everyone alike
+        ours = classify(tree, bundle, tmp / f"ours-{tree.name}-{i}")
+        walls["classify_job"].append(ours["wall_s"])
+        loops.append(ours["facts"]["classified"] / ours["facts"]["timings"]["loop_s"])
+        ort = [
+            sys.executable,
+            str(PEERS / "ort_script.py"),
+            str(PEER_ONNX),
+            str(tree),
+            str(tmp / "ort.parquet"),
+        ]
+        walls["ort_script"].append(timed(ort))
+        if torch:
+            walls["torch_eager"].append(
+                timed([sys.executable, str(PEERS / "torch_eager.py"), str(tree), str(tmp / "t.parquet")])
+            )
+    rates = {name: round(files / statistics.median(w), 1) for name, w in walls.items() if w}
+    result = {"files": files, "images_per_second": rates, "wall_s": walls}
+    result["inside_loop_images_per_second"] = round(statistics.median(loops), 1)
+    result["runtime"] = ours["facts"]["runtime"]
+    result["ratio_to_ort_script"] = round(rates["classify_job"] / rates["ort_script"], 2)
+    if torch:
+        result["ratio_to_torch_eager"] = round(rates["classify_job"] / rates["torch_eager"], 2)
+    return result
+
+
+def start_up(tree: Path, bundle: Path, tmp: Path) -> dict:
+    runs = [classify(tree, bundle, tmp / f"startup-{i}") for i in range(3)]
+    return {"second_run_launch_to_first_batch_s": sorted(r["launch_to_first_batch_s"] for r in runs[1:])[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trees", default="480,2000", help="tree sizes (1000x1200 JPEGs)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch-eager peer")
+    args = parser.parse_args()
+    trees = [camera_tree(int(n)) for n in args.trees.split(",")]
+    bundle = ensure_exports(trees[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        report = {"machine": machine(), **per_image_bounds(trees[0], bundle)}
+        report["trees"] = [race(t, bundle, Path(tmp), args.repeats, not args.no_torch) for t in trees]
+        report.update(start_up(trees[0], bundle, Path(tmp)))
+    allowed = report["images_per_second_allowed_on_2_cores"]
+    for tree in report["trees"]:
+        tree["inside_loop_share_of_allowed"] = round(tree["inside_loop_images_per_second"] / allowed, 3)
+    report["model_only_ratio"] = round(
+        report["model_only_images_per_second_ours"] / report["model_only_images_per_second_peer"], 2
+    )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    main()
