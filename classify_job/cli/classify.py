@@ -50,6 +50,13 @@ def classify(
     ray_actors: Annotated[
         int | None, typer.Option(help="Model actors for --engine ray. [default: 1]")
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="auto, onnx, openvino or keras: what runs the model. [default: auto]"),
+    ] = None,
+    runtime_threads: Annotated[
+        int | None, typer.Option(help="Threads the runtime computes with. [default: 2]")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Classify every image under INPUT_DIR into OUT/predictions (Parquet) and OUT/summary.json.
@@ -64,8 +71,8 @@ def classify(
                 config, input_dir=input_dir, model=model, out=out, batch_size=batch_size, workers=workers,
                 top_k=top_k, shard=shard, fresh=fresh, prune=prune, extensions=ext,
                 follow_symlinks=follow_symlinks, max_error_rate=max_error_rate, rows_per_part=rows_per_part,
-                engine=engine,
-                ray_address=ray_address, ray_actors=ray_actors,
+                engine=engine, ray_address=ray_address, ray_actors=ray_actors, runtime=runtime,
+                runtime_threads=runtime_threads,
             )
         ),
         verbose,

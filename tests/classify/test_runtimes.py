@@ -106,3 +106,18 @@ def test_a_changed_export_file_is_refused(exported, tree, tmp_path):
         fh.write(b"\0")
     with pytest.raises(BundleError, match="changed since it was verified"):
         classify(tree, bundle, tmp_path / "out", "onnx")
+
+
+def test_the_runtime_is_chosen_on_the_command_line(exported, tree, tmp_path):
+    from typer.testing import CliRunner
+
+    from classify_job.cli import app
+
+    def invoke(*args):
+        return CliRunner().invoke(app, ["classify", str(tree), "--model", str(exported), *map(str, args)])
+
+    result = invoke("--out", tmp_path / "out", "--runtime", "openvino", "--runtime-threads", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["runtime"] == "openvino"
+    result = invoke("--out", tmp_path / "bad", "--runtime", "tensorrt")
+    assert result.exit_code == 2 and "runtime must be one of" in result.output
