@@ -15,7 +15,7 @@ TRAIN_ARGS ?= --arch efficientnet_lite0
 AIRFLOW_VENV := .venv-airflow
 
 .PHONY: install install-airflow classify demo train check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
-	bench-finetune bench-fashion-mnist report test test-slow test-all lint format clean
+	bench-finetune bench-fashion-mnist bench-calibration report test test-slow test-all lint format clean
 
 install: $(STAMP)
 
@@ -66,6 +66,9 @@ bench-engines: install  ## local vs Ray engine on the same tree (JSON)
 
 bench-finetune: install  ## fine-tune wall time and accuracy: sample data and a Fashion-MNIST subset (JSON)
 	$(BIN)/python benchmarks/bench_finetune.py
+
+bench-calibration: install  ## accepted-label precision, share accepted, unfamiliar images accepted, ECE, AUROC (JSON)
+	$(BIN)/python benchmarks/bench_calibration.py $(ARGS)
 
 bench-fashion-mnist: install  ## CNN from scratch on Fashion-MNIST, official test split (JSON)
 	$(BIN)/python benchmarks/bench_fashion_mnist.py

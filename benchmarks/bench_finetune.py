@@ -18,17 +18,14 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import classify_job  # noqa: F401  sets the JAX backend before keras is imported
 
 # isort: split
-import numpy as np
-from PIL import Image
+from common import fashion_subset
 
 from classify_job.runtime import setup_logging
-from classify_job.samples import fashion_mnist
 from classify_job.train.augment import AugmentConfig
 from classify_job.train.config import TrainConfig
 from classify_job.train.fit import EpochInfo
@@ -58,27 +55,6 @@ def sample_dataset(root: Path, per_class: int, test_per_class: int) -> Path:
         write_sample_dataset(root / "train", per_class, seed=0, image_size=320)
         write_sample_dataset(root / "test", test_per_class, seed=1, image_size=320)
         marker.write_text(wanted)
-    return root
-
-
-def fashion_subset(root: Path, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
-    """A stratified random subset of the official splits as ``train/`` and ``test/`` PNG folders."""
-    marker = root / DONE
-    wanted = f"{train_per_class} {test_per_class} {seed}"
-    if marker.is_file() and marker.read_text() == wanted:
-        return root
-    rng = np.random.default_rng(seed)
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        images, labels = fashion_mnist.load_split(split)
-        chosen = [
-            i for c in range(10) for i in rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-        ]
-        paths = [root / split / fashion_mnist.CLASSES[labels[i]] / f"{i:05d}.png" for i in chosen]
-        for path in {p.parent for p in paths}:
-            path.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda p, pixels: Image.fromarray(pixels).save(p), paths, images[chosen]))
-    marker.write_text(wanted)
     return root
 
 

@@ -9,7 +9,7 @@ import platform
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +76,46 @@ def lite0_bundle() -> Path:
             f"save_bundle({str(directory)!r}, model, spec)\n"
         )
     return directory
+
+
+def fashion_subset(
+    root: Path,
+    train_per_class: int,
+    test_per_class: int | None,
+    seed: int = 0,
+    classes: tuple[str, ...] | None = None,
+) -> Path:
+    """A stratified random subset of the official Fashion-MNIST splits as ``train/`` and ``test/``
+    PNG folders (``test_per_class=None``: every test image of those classes); cached under ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    from classify_job.samples import fashion_mnist
+
+    classes = classes or fashion_mnist.CLASSES
+    marker = root / ".complete"
+    wanted = f"{train_per_class} {test_per_class} {seed} {','.join(classes)}"
+    if marker.is_file() and marker.read_text() == wanted:
+        return root
+    rng = np.random.default_rng(seed)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        images, labels = fashion_mnist.load_split(split)
+        chosen = [
+            i
+            for c in (fashion_mnist.CLASSES.index(name) for name in classes)
+            for i in (
+                np.flatnonzero(labels == c)
+                if per_class is None
+                else rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+            )
+        ]
+        paths = [root / split / fashion_mnist.CLASSES[labels[i]] / f"{i:05d}.png" for i in chosen]
+        for path in {p.parent for p in paths}:
+            path.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda p, pixels: Image.fromarray(pixels).save(p), paths, images[chosen]))
+    marker.write_text(wanted)
+    return root
 
 
 def tiny_bundle() -> Path:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 SPEC_FILE = "bundle.json"
 # 1: the first release. 2: unknown keys are kept on rewrite; training records its split hash;
-# ``exports`` lists exported inference graphs.
+# ``exports`` lists exported inference graphs; ``calibration``, ``accept_thresholds``, ``unfamiliar``.
 FORMAT_VERSION = 2
 
 DEFAULT_PREPROCESSING = {
@@ -48,7 +48,9 @@ DEFAULT_PREPROCESSING = {
 class BundleSpec:
     """What ``bundle.json`` holds. ``extra`` carries training facts (config, data, versions);
     ``exports`` the inference graphs exported from the model (format, file, sha256, versions and
-    verification); ``other`` the top-level keys this version does not know, written back unchanged."""
+    verification); ``calibration``, ``accept_thresholds`` and ``unfamiliar`` what decides whether a
+    label is accepted (:mod:`classify_job.decision`); ``other`` the top-level keys this version does
+    not know, written back unchanged."""
 
     labels: tuple[str, ...]
     image_size: tuple[int, int]
@@ -58,6 +60,9 @@ class BundleSpec:
     preprocessing: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
     extra: dict[str, Any] = field(default_factory=dict)
     exports: tuple[dict[str, Any], ...] = ()
+    calibration: dict[str, Any] | None = None
+    accept_thresholds: dict[str, Any] | None = None
+    unfamiliar: dict[str, Any] | None = None
     other: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -86,6 +91,9 @@ class BundleSpec:
                 preprocessing=dict(data.get("preprocessing") or DEFAULT_PREPROCESSING),
                 extra=dict(data.get("extra") or {}),
                 exports=tuple(dict(e) for e in data.get("exports") or ()),
+                calibration=data.get("calibration"),
+                accept_thresholds=data.get("accept_thresholds"),
+                unfamiliar=data.get("unfamiliar"),
                 other={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -63,9 +63,12 @@ def _splitmix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def split_position(relpath: str) -> float:
-    """A number in [0, 1) fixed by a training file's relative path: where it falls among the splits."""
-    digest = hashlib.sha256(relpath.encode("utf-8")).digest()
+def split_position(relpath: str, purpose: str = "") -> float:
+    """A number in [0, 1) fixed by a file's relative path: where it falls among the splits.
+
+    ``purpose`` gives an independent position for another division of the same files (the
+    recalibration thirds), so it does not repeat the train/val/test cut."""
+    digest = hashlib.sha256((purpose + relpath).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -36,8 +36,9 @@ def prob_column(label: str) -> str:
     return f"{PROB_PREFIX}{label}"
 
 
-# 1: the first release. 2: relpath_bytes.
-SCHEMA_VERSION = 2
+# 1: the first release. 2: relpath_bytes. 3: calibrated confidences and a decision per row
+# (raw_confidence, raw_probs, unfamiliar_score, decision, review_reason, calibration_id).
+SCHEMA_VERSION = 3
 
 
 def predictions_schema(labels: Sequence[str]) -> pa.Schema:
@@ -53,6 +54,12 @@ def predictions_schema(labels: Sequence[str]) -> pa.Schema:
         *(pa.field(prob_column(label), pa.float32()) for label in labels),
         pa.field("top_labels", pa.list_(pa.string())),
         pa.field("top_probs", pa.list_(pa.float32())),
+        pa.field("raw_confidence", pa.float32()),  # before calibration
+        pa.field("raw_probs", pa.list_(pa.float32())),  # before calibration, in label order
+        pa.field("unfamiliar_score", pa.float32()),
+        pa.field("decision", pa.string()),  # accept or review; null on error rows
+        pa.field("review_reason", pa.string()),  # null when accepted
+        pa.field("calibration_id", pa.string()),  # null: the bundle had no calibration
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("mtime", TIMESTAMP, nullable=False),
         pa.field("width", pa.int32()),

@@ -121,6 +121,7 @@ def test_every_stage_is_a_folder():
         "classify_job.atomic",
         "classify_job.bundle",
         "classify_job.config",
+        "classify_job.decision",
         "classify_job.errors",
         "classify_job.hashing",
         "classify_job.imageio",

@@ -100,5 +100,5 @@ class ModelActor:
             entries, self.backend, self.spec, self.config.batch_size, self.config.workers
         )
         return pa.concat_tables(
-            predictions_table(p.batch, p.probs, self.ctx, self.schema) for p in predictions
+            predictions_table(p.batch, p.probs, p.features, self.ctx, self.schema) for p in predictions
         )

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job.classify.decode import DecodedBatch
+from classify_job.decision import Decided, DecisionRule
 from classify_job.predictions import TIMESTAMP, prob_column
 from classify_job.walk import display_path
 
@@ -26,14 +27,21 @@ class RowContext:
     model_id: str
     run_id: str
     top_k: int
+    rule: DecisionRule
 
 
-def predictions_table(batch: DecodedBatch, probs: np.ndarray, ctx: RowContext, schema: pa.Schema) -> pa.Table:
-    """One row per file of ``batch``; ``probs`` has a row per file (rows of failed files are ignored)."""
+def predictions_table(
+    batch: DecodedBatch, raw: np.ndarray, features: np.ndarray | None, ctx: RowContext, schema: pa.Schema
+) -> pa.Table:
+    """One row per file of ``batch``: ``raw`` probabilities and penultimate ``features`` have a row
+    per file (rows of failed files are ignored); the decision is made here, once."""
     ok = batch.ok
+    raw = np.where(ok[:, None], np.asarray(raw, np.float32), np.nan)
+    decided = ctx.rule.decide(raw, features if ctx.rule.needs_features else None)
     columns = {
         **_file_columns(batch, ok),
-        **_prediction_columns(probs, ok, ctx),
+        **prediction_columns(decided, raw, ok, ctx.labels, ctx.top_k),
+        **decision_columns(decided, ok, ctx.rule),
         **_run_columns(ctx, len(ok)),
     }
     return pa.Table.from_pydict(columns, schema=schema)
@@ -59,24 +67,42 @@ def _file_columns(batch: DecodedBatch, ok: np.ndarray) -> dict[str, pa.Array | l
     }
 
 
-def _prediction_columns(probs: np.ndarray, ok: np.ndarray, ctx: RowContext) -> dict[str, pa.Array]:
-    probs = np.asarray(probs, dtype=np.float32)
-    k = min(ctx.top_k, len(ctx.labels))
+def prediction_columns(
+    decided: Decided, raw: np.ndarray, ok: np.ndarray, labels: tuple[str, ...], top_k: int
+) -> dict[str, pa.Array]:
+    """Label, confidence, per-class and top-k columns (calibrated), and the raw values beside them."""
+    probs = np.nan_to_num(decided.probs)
+    k = min(top_k, len(labels))
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     top_probs = np.take_along_axis(probs, top, axis=1)
-    labels = pa.array(ctx.labels, pa.string())
-    offsets = pa.array(np.arange(0, len(ok) * k + 1, k, dtype=np.int32))
+    names = pa.array(labels, pa.string())
     null = pa.array(~ok)
+    raw = np.nan_to_num(raw)
     return {
-        "label": pc.if_else(null, pa.scalar(None, pa.string()), labels.take(pa.array(top[:, 0]))),
+        "label": pc.if_else(null, pa.scalar(None, pa.string()), names.take(pa.array(top[:, 0]))),
         "confidence": pa.array(top_probs[:, 0], pa.float32(), mask=~ok),
-        **{
-            prob_column(lab): pa.array(probs[:, i], pa.float32(), mask=~ok)
-            for i, lab in enumerate(ctx.labels)
-        },
-        "top_labels": pa.ListArray.from_arrays(offsets, labels.take(pa.array(top.ravel())), mask=null),
-        "top_probs": pa.ListArray.from_arrays(offsets, pa.array(top_probs.ravel(), pa.float32()), mask=null),
+        **{prob_column(lab): pa.array(probs[:, i], pa.float32(), mask=~ok) for i, lab in enumerate(labels)},
+        "top_labels": _lists(names.take(pa.array(top.ravel())), len(ok), k, null),
+        "top_probs": _lists(pa.array(top_probs.ravel(), pa.float32()), len(ok), k, null),
+        "raw_confidence": pa.array(raw.max(axis=1), pa.float32(), mask=~ok),
+        "raw_probs": _lists(pa.array(raw.ravel(), pa.float32()), len(ok), len(labels), null),
     }
+
+
+def decision_columns(decided: Decided, ok: np.ndarray, rule: DecisionRule) -> dict[str, pa.Array]:
+    """The stored decision: unfamiliar score, accept/review, the reasons, the calibration used."""
+    score = decided.unfamiliar_score
+    return {
+        "unfamiliar_score": pa.array(np.nan_to_num(score), pa.float32(), mask=~ok | np.isnan(score)),
+        "decision": pa.array(decided.decision.tolist(), pa.string()),
+        "review_reason": pa.array([reason or None for reason in decided.reason], pa.string()),
+        "calibration_id": pa.array([rule.calibration_id] * len(ok), pa.string(), mask=~ok),
+    }
+
+
+def _lists(values: pa.Array, rows: int, width: int, null: pa.Array) -> pa.ListArray:
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values, mask=null)
 
 
 def _run_columns(ctx: RowContext, n: int) -> dict[str, pa.Array]:

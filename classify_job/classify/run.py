@@ -26,9 +26,11 @@ from classify_job.classify.engines import ENGINES
 from classify_job.classify.index import OutputIndex, PartIndex, drop_superseded_rows, remove_rows
 from classify_job.classify.lock import output_lock
 from classify_job.classify.progress import ProgressCallback, RunProgress
+from classify_job.classify.redecide import redecide
 from classify_job.classify.rows import RowContext, predictions_table
 from classify_job.classify.scan import TreeScan
 from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stale_temp_files
+from classify_job.decision import DecisionRule
 from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
 from classify_job.predictions import PREDICTIONS_DIR, predictions_schema
 from classify_job.report.html import REPORT_HTML, write_html_report
@@ -118,6 +120,8 @@ def _run_locked(
     run_id = new_run_id()
     index = OutputIndex.load(out)
     parts, _ = _supersede(out, index.parts) if (out / SUPERSEDING).exists() else (index.parts, 0)
+    rule = DecisionRule.from_bundle(config.model, spec)
+    parts, redecided = redecide(parts, rule, spec.model_id, config.top_k)
     scan = TreeScan(
         config.input_dir, config.extensions, config.follow_symlinks, config.shard, (config.out,),
         spec.model_id, index.done,
@@ -133,25 +137,27 @@ def _run_locked(
     engine_facts: dict[str, Any] = {"runtime": None}
     timings = {"startup_s": round(time.monotonic() - started, 3)}
     try:
-        _classify_batches(config, spec, scan, writer, progress, on_progress, stop, timings, engine_facts)
+        _classify_batches(
+            config, spec, rule, scan, writer, progress, on_progress, stop, timings, engine_facts
+        )
     finally:
         writer.commit()  # every finished row is kept, whatever stopped the loop
     parts, superseded = _supersede(out, parts + writer.indexes) if writer.indexes else (parts, 0)
     (out / SUPERSEDING).unlink(missing_ok=True)
     parts, pruned, missing = _missing(scan, parts, config.prune)
     facts = _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, started)
-    facts.update(engine_facts)
+    facts.update(engine_facts, redecided=redecided, calibration_id=rule.calibration_id)
     write_run_facts(out, facts)
-    summary = _reports(out, facts, rows_changed=bool(writer.indexes or superseded or pruned))
+    summary = _reports(out, facts, rows_changed=bool(writer.indexes or superseded or pruned or redecided))
     return RunResult(run_id, out, progress, superseded, summary, facts)
 
 
-def _classify_batches(config, spec, scan, writer, progress, on_progress, stop, timings, facts) -> None:
+def _classify_batches(config, spec, rule, scan, writer, progress, on_progress, stop, timings, facts) -> None:
     todo = scan.todo()
     first = next(todo, None)
     progress.skipped = scan.skipped
     if first is not None:  # only now is a model needed
-        ctx = RowContext(spec.labels, spec.model_id, progress.run_id, config.top_k)
+        ctx = RowContext(spec.labels, spec.model_id, progress.run_id, config.top_k, rule)
         progress.started = time.monotonic()
         rows = BackgroundWriter(lambda item: _write_rows(item, ctx, writer, progress, on_progress, timings))
         entries = _counted(chain([first], todo), scan, progress)
@@ -171,7 +177,9 @@ def _classify_batches(config, spec, scan, writer, progress, on_progress, stop, t
 def _write_rows(item, ctx, writer, progress, on_progress, timings) -> None:
     """On the writer thread: the rows of one batch into the open part, and the counters."""
     table = (
-        item if isinstance(item, pa.Table) else predictions_table(item.batch, item.probs, ctx, writer.schema)
+        item
+        if isinstance(item, pa.Table)
+        else predictions_table(item.batch, item.probs, item.features, ctx, writer.schema)
     )
     if "first_batch_s" not in timings:
         timings.update(
@@ -275,6 +283,7 @@ def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: st
         "input_dir": str(config.input_dir.absolute()),
         "shard": str(config.shard),
         "labels": list(spec.labels),
+        "calibration_id": (spec.calibration or {}).get("calibration_id"),
     }
     return PartWriter(
         out, predictions_schema(spec.labels), run_id, facts, config.rows_per_part, config.commit_every_s

@@ -131,6 +131,25 @@ def evaluation_table(report: Any) -> Table:
     return table
 
 
+def decision_table(spec: Any) -> Table:
+    """Per class: the accept threshold and its evidence; calibration figures in the title."""
+    test = (spec.calibration or {}).get("test", {})
+    before, after = test.get("before", {}), test.get("after", {})
+    title = f"temperature {spec.calibration['temperature']:.3g}"
+    if before:
+        ece, nll = f"{before['ece']:.3f} -> {after['ece']:.3f}", f"{before['nll']:.3f} -> {after['nll']:.3f}"
+        title += f"; test ECE {ece}, NLL {nll}"
+    table = Table(title=title)
+    for column in ("class", "accept at", "correct/accepted", "lower bound", "note"):
+        table.add_column(column, justify="left" if column in ("class", "note") else "right")
+    for label, t in (spec.accept_thresholds or {}).items():
+        threshold = "never" if t["threshold"] is None else f"{t['threshold']:.3f}"
+        note = "" if t["threshold"] is not None else f"needs {t['needed']} correct accepted predictions"
+        evidence = f"{t.get('correct', 0)}/{t.get('accepted', 0)}"
+        table.add_row(label, threshold, evidence, f"{t.get('lower_bound', 0):.3f}", note)
+    return table
+
+
 def data_report_table(report: Any) -> Table:
     """Class balance of a DataReport."""
     table = Table(title=f"{report.root}: {report.num_files} files, layout {report.layout}")

@@ -19,15 +19,28 @@ def sample_data(
     messy: Annotated[
         bool, typer.Option("--messy", help="Add awkward files: nested, unicode, corrupt, ...")
     ] = False,
+    other: Annotated[
+        int, typer.Option(help="Also N photos each of skirts, shirts and shoes: none of the classes.")
+    ] = 0,
+    other_dir: Annotated[
+        Path | None, typer.Option(help="Where --other photos go. Default: OUT-other beside OUT.")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Write the four-class trouser/jeans sample dataset (procedural product photos) to OUT."""
     from classify_job.cli.console import stdout
     from classify_job.samples.photos import write_sample_dataset
 
-    summary = run(lambda: write_sample_dataset(out, per_class, seed, image_size, messy), verbose)
+    summary = run(
+        lambda: write_sample_dataset(out, per_class, seed, image_size, messy, other, other_dir), verbose
+    )
     counts = ", ".join(f"{label} {n}" for label, n in summary.counts.items())
     stdout.print(f"{out}: {counts}; {len(summary.messy)} awkward files", markup=False, soft_wrap=True)
+    if summary.others:
+        stdout.print(
+            f"{summary.other_root}: {other} each of skirt, shirt, shoe (none of the classes)",
+            markup=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 @app.command()

@@ -40,6 +40,10 @@ def train(
     fine_tune_blocks: Annotated[
         int | None, typer.Option(help="efficientnet_lite0: then fine-tune the top N of 16 blocks (phase 2).")
     ] = None,
+    target_precision: Annotated[
+        float | None,
+        typer.Option(help="Precision auto-accepted labels must reach, per class. [default: 0.95]"),
+    ] = None,
     augmented_views: Annotated[
         int | None, typer.Option(help="efficientnet_lite0: augmented copies per training image to cache.")
     ] = None,
@@ -55,6 +59,7 @@ def train(
                 config, data_dir=data, out_dir=out, arch=arch, epochs=epochs, batch_size=batch_size,
                 image_size=image_size, color_mode=color_mode, seed=seed, val_split=val_split,
                 test_split=test_split, learning_rate=learning_rate, overwrite=overwrite,
+                target_precision=target_precision,
                 arch_options={k: v for k, v in arch_flags.items() if v is not None} or None,
             )
         ),
@@ -63,7 +68,7 @@ def train(
 
 
 def _train(config) -> None:
-    from classify_job.cli.console import epoch_reporter, evaluation_table, stdout
+    from classify_job.cli.console import decision_table, epoch_reporter, evaluation_table, stdout
     from classify_job.train.run import train
 
     with epoch_reporter(config.epochs) as on_epoch:
@@ -75,6 +80,8 @@ def _train(config) -> None:
         f"{len(result.bad_files)} unreadable files skipped",
         markup=False, soft_wrap=True,
     )  # fmt: skip
+    if result.spec.calibration:
+        stdout.print(decision_table(result.spec))
     if result.export_warning:
         stdout.print(
             f"warning: no exported graph, classify will use Keras: {result.export_warning}", markup=False
@@ -151,3 +158,28 @@ def export(
             markup=False,
             soft_wrap=True,
         )
+
+
+@app.command()
+def calibrate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    data: Annotated[Path, typer.Argument(help="Labelled folder dataset (class subfolders).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the recalibrated bundle.")],
+    target_precision: Annotated[
+        float, typer.Option(help="Precision auto-accepted labels must reach, per class.")
+    ] = 0.95,
+    verbose: Verbose = False,
+) -> None:
+    """Refit calibration, per-class accept thresholds and the unfamiliar cut-off of BUNDLE on DATA.
+
+    Writes a copy to --out with the same weights (same model_id); classify with it re-decides
+    earlier rows from their stored raw probabilities, without running the model.
+    """
+    from classify_job.cli.console import decision_table, stdout
+    from classify_job.train.decisions import recalibrate_bundle
+
+    spec = run(lambda: recalibrate_bundle(bundle, data, out, target_precision), verbose)
+    stdout.print(decision_table(spec))
+    stdout.print(
+        f"Recalibrated bundle: {out} ({spec.calibration['calibration_id']})", markup=False, soft_wrap=True
+    )

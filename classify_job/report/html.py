@@ -14,10 +14,10 @@ from typing import Any
 
 from classify_job import atomic
 from classify_job.bundle import read_spec
+from classify_job.decision import check_review_settings
 from classify_job.errors import BundleError, InputError
 from classify_job.predictions import list_parts, read_part_metadata
 from classify_job.report.page import render_page
-from classify_job.report.review import check_review_settings
 from classify_job.report.samples import collect_samples
 from classify_job.report.summary import build_summary, write_summary
 from classify_job.report.thumbnails import make_thumbnails
@@ -80,13 +80,14 @@ def _model_facts(out: Path, model_id: str | None) -> dict[str, Any]:
 
 
 def _evaluation_files(bundle: Path) -> dict[str, Any]:
-    """metrics.json and confusion_matrix.png as training wrote them into the bundle, if present."""
+    """metrics.json, confusion_matrix.png and calibration.png as training wrote them, if present."""
     files: dict[str, Any] = {}
     try:
         if (bundle / "metrics.json").is_file():
             files["metrics"] = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
-        if (bundle / "confusion_matrix.png").is_file():
-            files["confusion_png"] = base64.b64encode((bundle / "confusion_matrix.png").read_bytes()).decode()
+        for name in ("confusion_matrix", "calibration"):
+            if (bundle / f"{name}.png").is_file():
+                files[f"{name}_png"] = base64.b64encode((bundle / f"{name}.png").read_bytes()).decode()
     except (OSError, ValueError) as exc:
         files["note"] = f"cannot read the bundle's evaluation files: {exc}"
     return files

@@ -49,6 +49,7 @@ def render_page(
         ("confidence", "Confidence per label", _confidence_section(samples)),
         ("errors", "Errors by reason", _errors_section(summary)),
         ("samples", "Most and least confident", _samples_section(samples, thumbs)),
+        ("decisions", "Decisions", _decisions_section(summary, model)),
         ("review", "Review queue", _review_section(samples, thumbs)),
         ("model", "Model evaluation", _model_section(model)),
     ]
@@ -188,10 +189,58 @@ def _review_section(samples: Samples, thumbs: dict[str, str]) -> str:
     )
     head = ("image", "relpath", "label", "confidence", "margin", "why", "top probabilities")
     rule = (
-        f"confidence under {samples.threshold:g} or top two probabilities less than {samples.margin:g} apart"
+        "the decision stored with each row; rows classified before decisions were stored: confidence "
+        f"under {samples.threshold:g} or top two probabilities less than {samples.margin:g} apart"
     )
     count = f"<p>{total:,} images need review ({_e(rule)}); the {len(shown):,} least confident are shown.</p>"
     return count + _table(head, rows, "review")
+
+
+def _decisions_section(summary: dict[str, Any], model: dict[str, Any]) -> str:
+    """Share accepted, review reasons, and what the bundle's rule promises per class."""
+    decisions = summary.get("decisions") or {}
+    decided = sum(decisions.values())
+    if not decided:
+        return "<p>No image was decided.</p>"
+    accepted = decisions.get("accept", 0)
+    share = f"{accepted:,} of {decided:,} labels accepted ({accepted / decided:.1%})"
+    parts = [f"<p>{share}; the rest need review.</p>"]
+    reasons = summary.get("review_reasons") or {}
+    if reasons:
+        parts.append(
+            _table(("review reason", "images"), ([_td(r), _td(f"{n:,}", True)] for r, n in reasons.items()))
+        )
+    spec = model.get("spec")
+    if spec is not None and spec.accept_thresholds:
+        parts.append(_promises(spec))
+    if "calibration_png" in model:
+        src = f"data:image/png;base64,{model['calibration_png']}"
+        parts.append(f'<img class="confusion" src="{src}" alt="reliability diagram">')
+    return "".join(parts)
+
+
+def _promises(spec: Any) -> str:
+    """Per class: the accept threshold, its evidence, the precision of accepted test-split labels."""
+    test = (spec.calibration or {}).get("expected", {}).get("test", {}).get("per_class", {})
+    rows = []
+    for label, t in spec.accept_thresholds.items():
+        threshold = "never (too little evidence)" if t.get("threshold") is None else f"{t['threshold']:.3f}"
+        bound = f"{t.get('lower_bound', 0):.3f} ({t.get('correct', 0)}/{t.get('accepted', 0)})"
+        measured = test.get(label, {})
+        precision = measured.get("precision")
+        tested = "n/a" if precision is None else f"{precision:.3f} ({measured['accepted']})"
+        target = f"{t['target_precision']:.2f}"
+        rows.append(
+            [_td(label), _td(threshold, True), _td(bound, True), _td(target, True), _td(tested, True)]
+        )
+    head = (
+        "class",
+        "accept at confidence",
+        "lower bound (correct/accepted)",
+        "target",
+        "test precision (accepted)",
+    )
+    return _table(head, rows)
 
 
 def _model_section(model: dict[str, Any]) -> str:
@@ -205,8 +254,8 @@ def _model_section(model: dict[str, Any]) -> str:
         parts.append(_metrics_html(model["metrics"]))
     elif "spec" in model:
         parts.append("<p>The bundle holds no metrics.json.</p>")
-    if "confusion_png" in model:
-        src = f"data:image/png;base64,{model['confusion_png']}"
+    if "confusion_matrix_png" in model:
+        src = f"data:image/png;base64,{model['confusion_matrix_png']}"
         parts.append(f'<img class="confusion" src="{src}" alt="confusion matrix">')
     return "".join(parts)
 

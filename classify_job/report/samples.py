@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from classify_job.decision import DECISION_COLUMNS, stored_decisions, top_two_margin
 from classify_job.predictions import iter_batches, prob_matrix
-from classify_job.report.review import review_reasons, top_two_margin
 
 BINS = 20
-_COLUMNS = ("path", "relpath", "status", "label", "confidence")
+_COLUMNS = ("path", "relpath", "label", *DECISION_COLUMNS)
 _SHOWN_PROBS = 3
 
 
@@ -143,6 +143,6 @@ def _batch_rows(batch: pa.RecordBatch, threshold: float, margin: float) -> _Rows
     confidence = batch.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
     prob_labels, probs = prob_matrix(batch)
     margins = top_two_margin(probs).astype(np.float64)
-    reason = review_reasons(confidence, margins, threshold, margin)
+    _, reason = stored_decisions(batch, threshold, margin)
     ok = pc.equal(batch.column("status"), "ok").to_numpy(zero_copy_only=False) & ~np.isnan(confidence)
-    return _Rows(batch, ok, confidence, margins, reason, prob_labels, probs)
+    return _Rows(batch, ok, confidence, margins, np.where(ok, reason, "").astype(str), prob_labels, probs)

@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job import atomic
+from classify_job.decision import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
 from classify_job.predictions import iter_batches, read_part_metadata, require_predictions
 from classify_job.runfacts import latest_run
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-_COLUMNS = ("status", "label", "error", "run_id", "model_id", "classified_at")
+_COLUMNS = ("label", "error", "run_id", "model_id", "classified_at", *DECISION_COLUMNS)
 
 
 def build_summary(out: Path) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def build_summary(out: Path) -> dict[str, Any]:
     """
     parts = require_predictions(out)
     totals = _Totals()
-    for _, batch in iter_batches(out, _COLUMNS, parts=parts):
+    for _, batch in iter_batches(out, _COLUMNS, probs=True, parts=parts):
         totals.add(batch)
     summary = _summary_dict(totals, read_part_metadata(parts[-1]))
     return with_run_facts(summary, latest_run(out))
@@ -80,6 +81,8 @@ class _Totals:
         self.errors: Counter[str] = Counter()
         self.runs: Counter[str] = Counter()
         self.models: Counter[str] = Counter()
+        self.decisions: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
         self.last_classified: dict[str, int] = {}
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -91,6 +94,9 @@ class _Totals:
             ("model_id", self.models),
         ):
             counter.update(_value_counts(batch.column(name)))
+        decision, reason = stored_decisions(batch)
+        self.decisions.update(d for d in decision if d is not None)
+        self.reasons.update(part for r in reason if r for part in r.split("; "))
         times = pc.cast(batch.column("classified_at"), pa.int64())
         for run in set(batch.column("run_id").to_pylist()):
             in_run = pc.filter(times, pc.equal(batch.column("run_id"), run))
@@ -115,6 +121,8 @@ def _summary_dict(totals: _Totals, latest: dict[str, Any]) -> dict[str, Any]:
         "skipped": files - run_rows,
         "labels": dict(sorted(totals.labels.items())),
         "error_reasons": dict(totals.errors.most_common(10)),
+        "decisions": {d: totals.decisions.get(d, 0) for d in (ACCEPT, REVIEW)},
+        "review_reasons": dict(totals.reasons.most_common()),
         "images_per_second": round(run_rows / elapsed, 2) if elapsed else 0.0,
         "elapsed_s": round(elapsed, 3),
         "model_id": latest.get("model_id"),
@@ -159,6 +167,13 @@ def render_markdown(summary: dict[str, Any]) -> str:
     ]
     ok = max(summary["ok"], 1)
     lines += [f"| {label} | {n} | {n / ok:.1%} |" for label, n in summary["labels"].items()]
+    decisions = summary.get("decisions") or {}
+    if decisions:
+        lines += [
+            "",
+            f"- decisions: {decisions.get(ACCEPT, 0)} accepted, {decisions.get(REVIEW, 0)} to review",
+        ]
+        lines += [f"  - {reason}: {n}" for reason, n in (summary.get("review_reasons") or {}).items()]
     if summary["error_reasons"]:
         lines += ["", "| error | files |", "| --- | ---: |"]
         lines += [f"| {reason} | {n} |" for reason, n in summary["error_reasons"].items()]

@@ -17,9 +17,16 @@ import pandas as pd
 import pyarrow as pa
 
 from classify_job import atomic
+from classify_job.decision import (
+    ACCEPT,
+    DECISION_COLUMNS,
+    DEFAULT_MARGIN,
+    DEFAULT_THRESHOLD,
+    check_review_settings,
+    stored_decisions,
+)
 from classify_job.errors import InputError
-from classify_job.predictions import iter_batches, prob_matrix, require_predictions
-from classify_job.report.review import check_review_settings, review_reasons, top_two_margin
+from classify_job.predictions import iter_batches, require_predictions
 
 CATALOG_FORMATS = (".csv", ".parquet")
 REVIEW_CSV = "review.csv"
@@ -35,15 +42,18 @@ ADDED_COLUMNS = (
     "image_relpath",
     "images",
 )
-_PREDICTION_COLUMNS = ("relpath", "status", "error", "label", "confidence", "model_id")
+_PREDICTION_COLUMNS = ("relpath", "error", "label", "model_id", *DECISION_COLUMNS)
 
 DISAGREE = "images disagree"
 UNREADABLE = "no readable image"
 RULE = (
-    "needs_review when confidence < threshold or the top two probabilities differ by < margin. "
-    "Several images with one key: the most confident readable image gives label and confidence; "
-    "the key needs review if the readable images disagree on the label, or if none is readable. "
-    "Catalog rows without an image keep needs_review empty and are listed in unmatched_catalog.csv."
+    "One image per key: needs_review is the image's decision, made at classify time (the bundle's "
+    "calibrated per-class thresholds and unfamiliar cut-off; for rows classified before decisions "
+    "were stored, confidence < threshold or top two probabilities < margin apart). Several images "
+    "per key: the accepted image with the highest confidence gives label and confidence (the most "
+    "confident readable one when none is accepted); the key needs review when no image is accepted, "
+    "when the readable images disagree on the label, or when none is readable. Catalog rows without "
+    "an image keep needs_review empty and are listed in unmatched_catalog.csv."
 )
 
 
@@ -73,11 +83,12 @@ def tag_catalog(
 
     ``key_from`` is a regex searched in each relpath; its group named ``key``, else its first
     group, gives the key matched (as text) against ``key_column``. Every catalog row is kept, in
-    order. Rules: one image per key gives its prediction; with several, the most confident
-    readable image (``status == "ok"``) gives label and confidence, and the key needs review when
-    the readable images disagree on the label or none is readable. A catalog key with no image
-    gets empty predictions and an empty ``needs_review``. Several catalog rows with one key all
-    get its prediction.
+    order. Rules: one image per key gives its prediction and its stored decision; with several,
+    the accepted image with the highest confidence gives label and confidence (the most confident
+    readable one when none is accepted), and the key needs review when no image is accepted, the
+    readable images disagree on the label, or none is readable. A catalog key with no image gets
+    empty predictions and an empty ``needs_review``. Several catalog rows with one key all get its
+    prediction. ``threshold`` and ``margin`` decide only rows stored without a decision.
 
     Writes into ``dest`` (default ``out``): ``<catalog stem>.tagged.<csv|parquet>`` in the
     catalog's format, ``review.csv`` (rows that need review, least confident first),
@@ -87,8 +98,8 @@ def tag_catalog(
     check_review_settings(threshold, margin)
     pattern = compile_key_pattern(key_from)
     table = read_catalog(catalog, key_column)
-    predictions = read_predictions(out, pattern)
-    tables = _join(table, catalog_keys(table[key_column]), predictions, threshold, margin)
+    predictions = read_predictions(out, pattern, threshold, margin)
+    tables = _join(table, catalog_keys(table[key_column]), predictions)
     result = _result_paths(Path(out if dest is None else dest), Path(catalog), _counts(tables))
     _write_outputs(result, tables)
     settings = {"key_column": key_column, "key_from": key_from, "threshold": threshold, "margin": margin}
@@ -108,10 +119,8 @@ class _Tables:
     predictions: int
 
 
-def _join(
-    table: pd.DataFrame, keys: pd.Series, predictions: pd.DataFrame, threshold: float, margin: float
-) -> _Tables:
-    per_key = best_per_key(predictions, threshold, margin)
+def _join(table: pd.DataFrame, keys: pd.Series, predictions: pd.DataFrame) -> _Tables:
+    per_key = best_per_key(predictions)
     tagged = pd.concat([table, tags_for(keys, per_key)], axis=1)
     needs_review = tagged.needs_review.fillna(False).astype(bool)
     return _Tables(
@@ -175,12 +184,16 @@ def catalog_keys(column: pd.Series) -> pd.Series:
     return keys.mask(keys == "")
 
 
-def read_predictions(out: Path, pattern: re.Pattern[str]) -> pd.DataFrame:
-    """Every prediction row with its ``margin`` and its ``key`` (missing where the pattern fails)."""
+def read_predictions(
+    out: Path, pattern: re.Pattern[str], threshold: float = DEFAULT_THRESHOLD, margin: float = DEFAULT_MARGIN
+) -> pd.DataFrame:
+    """Every prediction row with its decision and reason (stored, or the old rule at ``threshold``
+    and ``margin`` for rows classified before decisions were stored) and its ``key`` (missing
+    where the pattern fails)."""
     frames = []
     for _, batch in iter_batches(out, _PREDICTION_COLUMNS, probs=True, parts=require_predictions(out)):
         frame = batch.select(list(_PREDICTION_COLUMNS)).to_pandas()
-        frame["margin"] = top_two_margin(prob_matrix(batch)[1])
+        frame["decision"], frame["reason"] = stored_decisions(batch, threshold, margin)
         frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
     groups = predictions.relpath.astype("string").str.extract(pattern, expand=True)
@@ -188,13 +201,15 @@ def read_predictions(out: Path, pattern: re.Pattern[str]) -> pd.DataFrame:
     return predictions
 
 
-def best_per_key(predictions: pd.DataFrame, threshold: float, margin: float) -> pd.DataFrame:
-    """One row per key: the most confident readable image, its review reason and the image count."""
-    keyed = predictions[predictions.key.notna()].assign(ok=lambda df: df.status == "ok")
-    ordered = keyed.sort_values(["key", "ok", "confidence", "relpath"], ascending=[True, False, False, True])
+def best_per_key(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per key: the image that gives the label, why the key needs review, the image count."""
+    keyed = predictions[predictions.key.notna()].assign(
+        ok=lambda df: df.status == "ok", accepted=lambda df: df.decision == ACCEPT
+    )
+    order = ["key", "accepted", "ok", "confidence", "relpath"]
+    ordered = keyed.sort_values(order, ascending=[True, False, False, False, True])
     best = ordered.drop_duplicates("key").set_index("key")
-    reasons = review_reasons(best.confidence.to_numpy(float), best.margin.to_numpy(float), threshold, margin)
-    reasons = pd.Series(reasons, index=best.index).where(best.ok, UNREADABLE + ": " + best.error.fillna(""))
+    reasons = best.reason.fillna("").where(best.ok, UNREADABLE + ": " + best.error.fillna(""))
     disagreement = _disagreements(keyed[keyed.ok])
     reasons = _join_reasons(reasons, disagreement.reindex(best.index).fillna(""))
     return pd.DataFrame(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from PIL import Image, ImageFilter
 from classify_job import atomic
 from classify_job.errors import InputError
 from classify_job.samples.cut import pick_weighted, smooth_noise
+from classify_job.samples.others import OTHER_KINDS, draw_other
 from classify_job.samples.trousers import draw_trousers
 
 CLASSES = ("male_trousers", "female_trousers", "male_jeans", "female_jeans")
 MIN_IMAGE_SIZE = 64
 _MESSY_STREAM = 1  # keeps the messy files' generators apart from the clean photos'
+_OTHER_STREAM = 100  # and the other garments' apart from both
 
 _BACKDROPS = {
     (246, 246, 246): 0.22,
@@ -56,7 +59,8 @@ class MessyFile:
 
 @dataclass(frozen=True)
 class SampleSummary:
-    """What :func:`write_sample_dataset` wrote: clean photos per class, plus any messy files."""
+    """What :func:`write_sample_dataset` wrote: clean photos per class, plus any messy files and
+    photos of other garments (``others``, in ``other_root``)."""
 
     root: Path
     classes: tuple[str, ...]
@@ -65,18 +69,34 @@ class SampleSummary:
     messy: tuple[MessyFile, ...]
     seed: int
     image_size: int
+    other_root: Path | None = None
+    others: tuple[Path, ...] = ()
+
+
+def default_other_dir(out: Path) -> Path:
+    """``data/sample`` -> ``data/sample-other``: beside the dataset, never inside it."""
+    out = Path(out)
+    return out.with_name(f"{out.name}-other")
 
 
 def write_sample_dataset(
-    out: Path, per_class: int, seed: int = 0, image_size: int = 320, messy: bool = False
+    out: Path,
+    per_class: int,
+    seed: int = 0,
+    image_size: int = 320,
+    messy: bool = False,
+    other: int = 0,
+    other_dir: Path | None = None,
 ) -> SampleSummary:
     """Write ``per_class`` JPEG photos of each class to ``out/<class>/img_NNNNN.jpg``.
 
     The same arguments give the same bytes. With ``messy=True`` each class folder also gets the
     awkward files of :func:`write_messy_tree` (nested, unicode, corrupt, 16-bit, ...), their
-    garments drawn in that folder's class, to exercise training-time error handling.
+    garments drawn in that folder's class, to exercise training-time error handling. With
+    ``other=N``, N photos each of a skirt, a shirt and a shoe go to ``other_dir/<kind>/`` (default
+    :func:`default_other_dir`), outside ``out`` so that training never takes them for a class.
     """
-    _check_args(per_class, image_size)
+    _check_args(per_class, image_size, other)
     images, extras = [], []
     for label in CLASSES:
         for index in range(per_class):
@@ -86,7 +106,15 @@ def write_sample_dataset(
         if messy:
             extras += _write_messy(Path(out) / label, [seed, CLASSES.index(label)], image_size, label)
     counts = {label: per_class for label in CLASSES}
-    return SampleSummary(Path(out), CLASSES, counts, tuple(images), tuple(extras), seed, image_size)
+    other_root = Path(other_dir or default_other_dir(out)) if other else None
+    others = tuple(
+        _write_other(other_root / kind / f"img_{index:05d}.jpg", kind, index, seed, image_size)
+        for kind in OTHER_KINDS
+        for index in range(other)
+    )
+    return SampleSummary(
+        Path(out), CLASSES, counts, tuple(images), tuple(extras), seed, image_size, other_root, others
+    )
 
 
 def write_messy_tree(out: Path, seed: int = 0, image_size: int = 320) -> tuple[MessyFile, ...]:
@@ -105,13 +133,28 @@ def render_photo(label: str, index: int, seed: int = 0, image_size: int = 320) -
     if label not in CLASSES:
         raise InputError(f"label must be one of {CLASSES}. Received: {label!r}")
     rng = np.random.default_rng([seed, CLASSES.index(label), index])
-    photo = _photo(rng, label, image_size)
+    photo = _photo(rng, lambda r, height: draw_trousers(r, label, height), image_size)
     return _jpeg(photo, int(rng.integers(60, 96)))
 
 
-def _check_args(per_class: int, image_size: int) -> None:
-    if per_class < 0:
-        raise InputError(f"per_class must be 0 or more. Received: per_class={per_class}")
+def render_other(kind: str, index: int, seed: int = 0, image_size: int = 320) -> bytes:
+    """JPEG bytes of photo ``index`` of a garment of another ``kind`` (see :data:`OTHER_KINDS`)."""
+    if kind not in OTHER_KINDS:
+        raise InputError(f"kind must be one of {OTHER_KINDS}. Received: {kind!r}")
+    rng = np.random.default_rng([seed, _OTHER_STREAM + OTHER_KINDS.index(kind), index])
+    photo = _photo(rng, lambda r, height: draw_other(r, kind, height), image_size)
+    return _jpeg(photo, int(rng.integers(60, 96)))
+
+
+def _write_other(path: Path, kind: str, index: int, seed: int, image_size: int) -> Path:
+    _write(path, render_other(kind, index, seed, image_size))
+    return path
+
+
+def _check_args(per_class: int, image_size: int, other: int = 0) -> None:
+    for name, count in (("per_class", per_class), ("other", other)):
+        if count < 0:
+            raise InputError(f"{name} must be 0 or more. Received: {name}={count}")
     if image_size < MIN_IMAGE_SIZE:
         raise InputError(f"image_size must be at least {MIN_IMAGE_SIZE}. Received: {image_size}")
 
@@ -123,10 +166,13 @@ def _write(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------- photo: garment on a backdrop
 
 
-def _photo(rng: np.random.Generator, label: str, size: int) -> Image.Image:
+Garment = Callable[[np.random.Generator, int], Image.Image]  # an RGBA cut-out of a given height
+
+
+def _photo(rng: np.random.Generator, garment_of: Garment, size: int) -> Image.Image:
     crop = rng.choice(["none", "hems", "side"], p=[0.88, 0.07, 0.05])  # partly out of frame
     height = size * (rng.uniform(1.15, 1.45) if crop == "hems" else rng.uniform(0.72, 0.93))
-    garment = draw_trousers(rng, label, int(height))
+    garment = garment_of(rng, int(height))
     garment = garment.rotate(rng.uniform(-12, 12), Image.Resampling.BICUBIC, expand=True)
     layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     layer.paste(garment, _placement(rng, garment.size, size, crop))
@@ -255,7 +301,7 @@ def _messy_bytes(kind: str, rng: np.random.Generator, label: str, size: int) -> 
         return rng.bytes(4096) if kind == "random_bytes" else text.get(kind, "").encode()
     if kind == "png_alpha":
         return _png(draw_trousers(rng, label, int(size * 0.9)))
-    photo = _photo(rng, label, size)
+    photo = _photo(rng, lambda r, height: draw_trousers(r, label, height), size)
     if kind == "grayscale":
         return _jpeg(photo.convert("L"), 85)
     if kind == "cmyk_jpeg":

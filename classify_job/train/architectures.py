@@ -2,7 +2,7 @@
 
 Add a network in one entry: a builder ``(num_classes, image_size, channels, **arch_options)``
 returning a Keras model from float32 pixels 0..255 to probabilities, and a recipe with
-:func:`~classify_job.train.fit.fit`'s signature returning (history rows, facts for bundle.json).
+:func:`~classify_job.train.fit.fit`'s signature returning a :class:`~classify_job.train.fit.Fitted`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from classify_job.imageio import COLOR_MODES, channels_for
 from classify_job.nets.cnn import build_cnn
 from classify_job.train.config import TrainConfig
 from classify_job.train.finetune import build_pretrained_classifier, fit_pretrained
-from classify_job.train.fit import fit
+from classify_job.train.fit import Fitted, fit
 
 
-def fit_plain(*args: Any, **kwargs: Any) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    """:func:`fit` as a recipe: the history, and no facts of its own for the bundle."""
-    return fit(*args, **kwargs), {}
+def fit_plain(*args: Any, **kwargs: Any) -> Fitted:
+    """:func:`fit` as a recipe: the history, no facts of its own, no held-out predictions."""
+    return Fitted(fit(*args, **kwargs), {})
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Architecture:
     """A network's builder, its training recipe, its default input size and the colour modes it takes."""
 
     build: Callable[..., Any]
-    fit: Callable[..., tuple[list[dict[str, float]], dict[str, Any]]]
+    fit: Callable[..., Fitted]
     image_size: tuple[int, int]
     color_modes: tuple[str, ...] = tuple(COLOR_MODES)
 

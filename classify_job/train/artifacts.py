@@ -1,7 +1,8 @@
 """What a training run leaves in its bundle: files, plots and the model card.
 
 :func:`write_outputs` saves the model with its ``bundle.json`` (see :mod:`classify_job.bundle`), the test
-evaluation, ``history.csv``, ``bad_files.csv``, ``training_curves.png`` and a README.md model card.
+evaluation, ``history.csv``, ``bad_files.csv`` and ``training_curves.png``; :func:`write_model_card`
+writes the README.md model card once the decision rule is fitted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, save_bundle
 from classify_job.hashing import SPLIT_HASH
+from classify_job.train.card import decision_lines
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import BadFile, TrainingData
 from classify_job.train.evaluate import write_report
@@ -33,7 +35,7 @@ def write_outputs(
     wall_time_s: float,
     facts: dict[str, Any] | None = None,
 ) -> BundleSpec:
-    """Write the bundle (model.keras, bundle.json) and its reports, history, curves and model card.
+    """Write the bundle (model.keras, bundle.json) and its reports, history and curves.
 
     ``facts`` from an architecture's own recipe (e.g. pretrained weights' source) join bundle.json's extra.
     """
@@ -71,7 +73,6 @@ def write_outputs(
     write_bad_files(data.bad_files, config.out_dir / "bad_files.csv")
     write_history(history, config.out_dir / "history.csv")
     plot_training_curves(history, config.out_dir / "training_curves.png", training["best_epoch"])
-    write_model_card(spec, report, training, config.out_dir / "README.md")
     return spec
 
 
@@ -92,11 +93,10 @@ def write_bad_files(bad_files: Sequence[BadFile], path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def write_model_card(
-    spec: BundleSpec, report: EvaluationReport, training: dict[str, Any], path: Path
-) -> None:
-    """A README.md a person can read: what the model is, what it was trained on, how well it does."""
-    config, pre = training["config"], spec.preprocessing
+def write_model_card(spec: BundleSpec, report: EvaluationReport, path: Path) -> None:
+    """A README.md a person can read: what the model is, what it was trained on, how well it does,
+    and what its decisions promise."""
+    config, training, pre = spec.extra["training"], spec.extra["run"], spec.preprocessing
     size = f"{spec.image_size[0]}x{spec.image_size[1]} {spec.color_mode}"
     lines = [
         f"# Model card: {spec.model_id}",
@@ -141,7 +141,10 @@ def write_model_card(
         *(f"- {c.true} -> {c.predicted}: {c.count} ({c.rate:.1%})" for c in report.top_confusions[:5]),
         "",
         "Files: metrics.json, per_class.csv, confusion_matrix.csv/png, misclassified.csv (most confident",
-        "mistakes first: check them for label errors), history.csv, training_curves.png, bad_files.csv.",
+        "mistakes first: check them for label errors), history.csv, training_curves.png, bad_files.csv,",
+        "calibration.png (reliability before and after calibration).",
+        "",
+        *decision_lines(spec),
     ]
     atomic.write_text(path, "\n".join(lines) + "\n")
 

@@ -44,6 +44,7 @@ class TrainConfig:
     class_weighting: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     arch_options: dict[str, Any] = field(default_factory=dict)
+    target_precision: float = 0.95  # of auto-accepted labels, per class
     extensions: tuple[str, ...] = tuple(sorted(DEFAULT_EXTENSIONS))
     workers: int = 4
     overwrite: bool = False
@@ -77,6 +78,7 @@ class TrainConfig:
                 "class_weighting": (self.class_weighting in CLASS_WEIGHTING, f"one of {CLASS_WEIGHTING}"),
                 "val_split": (0 <= self.val_split < 1 - self.test_split, "in [0, 1 - test_split)"),
                 "test_split": (0 <= self.test_split < 1, "in [0, 1)"),
+                "target_precision": (0 < self.target_precision < 1, "in (0, 1)"),
             },
         )
 

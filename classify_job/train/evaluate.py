@@ -110,6 +110,21 @@ def _array_names(n: int) -> tuple[str, ...]:
     return tuple(f"#{i}" for i in range(n))
 
 
+def predict_with_features(
+    model: Any, images: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and penultimate features of uint8 ``images``, through the model's inference form."""
+    from classify_job.nets.inference import FEATURES, PROBABILITIES, inference_model
+
+    serving = inference_model(model)
+    if len(images) == 0:
+        return np.zeros((0, serving.output[PROBABILITIES].shape[-1])), np.zeros(
+            (0, serving.output[FEATURES].shape[-1])
+        )
+    outputs = serving.predict(images, batch_size=batch_size, verbose=0)
+    return np.asarray(outputs[PROBABILITIES], np.float64), np.asarray(outputs[FEATURES], np.float32)
+
+
 def evaluate_arrays(
     model: Any, labels: Sequence[str], data: LoadedSplit, split: str = "arrays", batch_size: int = 256
 ) -> EvaluationReport:

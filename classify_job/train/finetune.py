@@ -28,9 +28,10 @@ from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
 from classify_job.train.augment import AugmentConfig, build_augmentation
+from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
-from classify_job.train.fit import EpochInfo, fit, monitor_metric
+from classify_job.train.fit import EpochInfo, Fitted, fit, monitor_metric
 from classify_job.versions import package_version
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,13 @@ def fit_pretrained(
     weights: dict[int, float] | None,
     on_epoch: Callable[[EpochInfo], None] | None = None,
     callbacks: Sequence[Any] = (),
-) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    """Phase 1 (head on cached features), then phase 2 if asked; returns history rows and bundle facts.
+) -> Fitted:
+    """Phase 1 (head on cached features), then phase 2 if asked.
 
     Rows carry a ``phase`` column and epochs numbered across both phases; the phase whose best
-    epoch has the lower validation loss (training loss without a validation split) is kept.
+    epoch has the lower validation loss (training loss without a validation split) is kept. When
+    phase 1 is kept, the cached features also give every training image an out-of-fold prediction
+    (``FOLDS`` heads, each trained without that image) for calibration, at little cost.
     """
     options = FinetuneOptions.from_dict(config.arch_options)
     total = config.epochs + (options.fine_tune_epochs if options.fine_tune_blocks else 0)
@@ -118,7 +121,59 @@ def fit_pretrained(
         hook = _shifted(on_epoch, len(history), total)
         rows, facts["kept_phase"] = _phase_two(net, data, config, weights, options, history, hook, callbacks)
         history += rows
-    return history, {"pretrained": {**weights_provenance(), **facts}}
+    facts = {"pretrained": {**weights_provenance(), **facts}}
+    if facts["pretrained"]["kept_phase"] != 1:  # phase 2 moved the backbone: the cached features are stale
+        return Fitted(history, facts)
+    clean = len(data.train)  # the cached training features start with the unaugmented view
+    reference = HeldOut(
+        np.zeros((clean, 0)), data.train.labels, features.train.images[:clean], "cached training features"
+    )
+    return Fitted(history, facts, out_of_fold(net, features, clean, config, weights, options), reference)
+
+
+FOLDS = 5
+
+
+def out_of_fold(
+    net: keras.Model,
+    features: TrainingData,
+    clean: int,
+    config: TrainConfig,
+    weights,
+    options: FinetuneOptions,
+) -> HeldOut | None:
+    """Predictions for every training image from a head that never saw it, plus the validation
+    split through the trained head: calibration data on the model's own features."""
+    x, y = features.train.images[:clean], features.train.labels[:clean]
+    if len(y) < 2 * FOLDS:
+        return None
+    fold = np.random.default_rng(config.seed).permutation(len(y)) % FOLDS
+    probs = np.zeros((len(y), net.output_shape[-1]), np.float32)
+    for k in range(FOLDS):
+        head = _fresh_head(net.output_shape[-1], options.dropout)
+        part = dataclasses.replace(features, train=LoadedSplit(x[fold != k], y[fold != k], ()))
+        fit_head_model(head, part, config, weights, options)
+        probs[fold == k] = np.asarray(head.predict(x[fold == k], batch_size=256, verbose=0))
+    sources = [HeldOut(probs, y, x, f"{FOLDS}-fold out-of-fold predictions on cached training features")]
+    if len(features.val):
+        val_probs = np.asarray(head_model(net).predict(features.val.images, batch_size=256, verbose=0))
+        sources.append(HeldOut(val_probs, features.val.labels, features.val.images, "the validation split"))
+    return HeldOut(
+        np.concatenate([s.probs for s in sources]),
+        np.concatenate([s.labels for s in sources]),
+        np.concatenate([s.features for s in sources]),
+        " and ".join(s.source for s in sources),
+    )
+
+
+def _fresh_head(classes: int, dropout: float) -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dropout(dropout),
+            keras.layers.Dense(classes, activation="softmax"),
+        ]
+    )
 
 
 def _phase_two(
@@ -224,10 +279,17 @@ def fit_head(
 ) -> list[dict[str, float]]:
     """Train the classifier's own dropout + softmax layers on cached features, with :func:`fit`'s
     optimizer, early stopping and rate reduction; augmentation already lives in the cached views."""
+    return fit_head_model(head_model(net), features, config, weights, options, on_epoch, callbacks)
+
+
+def fit_head_model(
+    head, features, config, weights, options, on_epoch=None, callbacks=()
+) -> list[dict[str, float]]:
+    """Fit a head (features -> probabilities) at the head's learning rate, without augmentation."""
     head_config = dataclasses.replace(
         config, augment=NO_AUGMENT, learning_rate=config.learning_rate * options.head_lr_factor
     )
-    return fit(head_model(net), features, head_config, weights, on_epoch, callbacks)
+    return fit(head, features, head_config, weights, on_epoch, callbacks)
 
 
 def head_model(net: keras.Model) -> keras.Model:

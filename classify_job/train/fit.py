@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from classify_job.train.augment import build_augmentation
+from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import TrainingData
 
@@ -25,6 +26,18 @@ class EpochInfo:
     epochs: int
     seconds: float
     metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What an architecture's recipe returns: one history row per epoch, facts for bundle.json,
+    and, when the recipe has them cheaply, predictions the model never trained on (``held_out``)
+    and training-image features (``reference``) for calibration."""
+
+    history: list[dict[str, float]]
+    facts: dict[str, Any]
+    held_out: HeldOut | None = None
+    reference: HeldOut | None = None
 
 
 def monitor_metric(data: TrainingData) -> str:

@@ -97,3 +97,19 @@ def save_figure(fig: Any, path: Path) -> None:
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     pyplot().close(fig)
+
+
+def plot_reliability(before: list[dict], after: list[dict], path: Path) -> None:
+    """Reliability diagram: accuracy against confidence per bin, before and after calibration."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for bins, name, style in ((before, "raw", "o--"), (after, "calibrated", "o-")):
+        if bins:
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, ms=4, label=name)
+    ax.set(
+        xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02), title="Reliability (test split)"
+    )
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)

@@ -20,13 +20,15 @@ from classify_job.bundle import SPEC_FILE, BundleSpec
 from classify_job.errors import DatasetError, ExportError, InputError, OutputError
 from classify_job.runtime import set_seeds
 from classify_job.train.architectures import architecture, build_model, configure
-from classify_job.train.artifacts import write_outputs
+from classify_job.train.artifacts import write_model_card, write_outputs
+from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import BadFile, TrainingData, class_weights, index_dataset, load_split
-from classify_job.train.evaluate import evaluate_arrays
+from classify_job.train.decisions import calibration_data, fit_decision_rule
+from classify_job.train.evaluate import predict_with_features
 from classify_job.train.export import export_bundle
 from classify_job.train.fit import EpochInfo, best_epoch, monitor_metric
-from classify_job.train.metrics import EvaluationReport
+from classify_job.train.metrics import EvaluationReport, report_from_probs
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,15 @@ def train(
     net = build_model(
         config.arch, len(data.index.classes), config.image_size, config.color_mode, config.arch_options
     )
-    history, facts = architecture(config.arch).fit(net, data, config, weights, on_epoch, callbacks)
-    report = _evaluate_best(net, data)
-    spec = write_outputs(net, config, data, weights, history, report, time.perf_counter() - started, facts)
+    fitted = architecture(config.arch).fit(net, data, config, weights, on_epoch, callbacks)
+    history = fitted.history
+    test, report = _evaluate_best(net, data)
+    spec = write_outputs(
+        net, config, data, weights, history, report, time.perf_counter() - started, fitted.facts
+    )
+    spec = _decision_rule(config, net, data, fitted, test, spec)
     spec, export_warning = _export(config.out_dir, spec)
+    write_model_card(spec, report, config.out_dir / "README.md")
     return TrainResult(
         bundle_dir=config.out_dir,
         spec=spec,
@@ -133,9 +140,22 @@ def choose_class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dic
     return class_weights(labels, num_classes)
 
 
-def _evaluate_best(net: Any, data: TrainingData) -> EvaluationReport:
+def _evaluate_best(net: Any, data: TrainingData) -> tuple[HeldOut, EvaluationReport]:
+    """The kept model on the test split (validation, else training, when there is none)."""
     split, name = (data.test, "test") if len(data.test) else (data.val, "val")
     if len(split) == 0:
         split, name = data.train, "train"
         log.warning("no test or validation images: the reported metrics are on the training split")
-    return evaluate_arrays(net, data.index.classes, split, name)
+    probs, features = predict_with_features(net, split.images)
+    report = report_from_probs(data.index.classes, split.labels, probs, split.relpaths, name, split.bad_files)
+    return HeldOut(probs, split.labels, features, f"the {name} split"), report
+
+
+def _decision_rule(config, net, data, fitted, test: HeldOut, spec: BundleSpec) -> BundleSpec:
+    """Calibration, accept thresholds and the unfamiliar cut-off; the old rule without held-out data."""
+    found = calibration_data(net, data, fitted)
+    if found is None:
+        log.warning("no validation split to calibrate on: the bundle keeps the fixed review rule")
+        return spec
+    honest_test = test if test.source == "the test split" else None
+    return fit_decision_rule(config.out_dir, spec, found, honest_test, config.target_precision)

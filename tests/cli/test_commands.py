@@ -238,6 +238,18 @@ def test_train_evaluate_check_data_then_classify_with_the_new_bundle(tiny_tree, 
     assert result.exit_code == 0, result.output
     assert len(pd.read_parquet(tmp_path / "out" / "predictions")) == 31
 
+    recal = tmp_path / "recal"
+    result = invoke("calibrate", bundle, data, "--out", recal, "--target-precision", "0.9")
+    assert result.exit_code == 0, result.output
+    assert "Recalibrated bundle" in result.output and "## Decisions" in (recal / "README.md").read_text()
+    spec = json.loads((recal / "bundle.json").read_text())
+    assert spec["model_id"] == json.loads((bundle / "bundle.json").read_text())["model_id"]
+    assert {t["target_precision"] for t in spec["accept_thresholds"].values()} == {0.9}
+    assert invoke("calibrate", bundle, data, "--out", recal).exit_code == 4  # never overwrites
+    assert (
+        invoke("calibrate", bundle, data, "--out", tmp_path / "r2", "--target-precision", "1").exit_code == 2
+    )
+
 
 def test_train_without_data_or_with_a_bad_arch_is_one_line(tmp_path):
     assert "missing DATA, --out" in invoke("train").output
@@ -250,6 +262,9 @@ def test_sample_data_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "s" / "male_jeans").glob("img_*.jpg"))) == 2
     assert invoke("sample-data", tmp_path / "t", "--per-class", "-1").exit_code == 2
+    result = invoke("sample-data", tmp_path / "u", "--per-class", "0", "--other", "1", "--image-size", "96")
+    assert result.exit_code == 0 and "u-other: 1 each of skirt, shirt, shoe" in result.output
+    assert len(list((tmp_path / "u-other").rglob("*.jpg"))) == 3
 
 
 def test_train_flags_merge_into_the_job_files_arch_options(tiny_tree, tmp_path, monkeypatch):

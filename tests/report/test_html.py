@@ -14,10 +14,10 @@ from PIL import Image
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.run import run_classify
 from classify_job.classify.sink import PartWriter
+from classify_job.decision import review_reasons
 from classify_job.errors import InputError
 from classify_job.predictions import TIMESTAMP, predictions_schema
 from classify_job.report.html import write_html_report
-from classify_job.report.review import review_reasons
 from classify_job.report.samples import collect_samples
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -132,9 +132,9 @@ def fabricated_out(out: Path, rows: list[tuple[str, str, float]], rows_per_part:
                "label": names, "confidence": confidences, "bytes": [1] * n,
                "mtime": pa.array([0] * n, TIMESTAMP), "model_id": ["m"] * n, "run_id": ["r"] * n,
                "classified_at": pa.array([0] * n, TIMESTAMP)}  # fmt: skip
-    columns |= {
-        name: [None] * n for name in ("error", "top_labels", "top_probs", "width", "height", "relpath_bytes")
-    }
+    empty = ("error", "top_labels", "top_probs", "width", "height", "relpath_bytes", "raw_confidence",
+             "raw_probs", "unfamiliar_score", "decision", "review_reason", "calibration_id")  # fmt: skip
+    columns |= {name: [None] * n for name in empty}
     for label in labels:
         columns[f"prob_{label}"] = [c if lab == label else (1 - c) / 2 for _, lab, c in rows]
     table = pa.Table.from_pydict(columns, schema=schema)

@@ -8,8 +8,8 @@ from helpers import write_image
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.run import run_classify
+from classify_job.decision import review_reasons, top_two_margin
 from classify_job.errors import InputError
-from classify_job.report.review import review_reasons, top_two_margin
 from classify_job.report.tagging import tag_catalog
 
 KEY_FROM = r"^(?P<key>\w+)/"  # the first folder of the relpath is the product key
@@ -117,7 +117,9 @@ def test_sidecar_records_settings_rule_and_counts(out, catalog, tmp_path):
     assert result.tagged.parent == tmp_path / "tags" and result.sidecar == tmp_path / "tags" / "tagging.json"
     sidecar = json.loads(result.sidecar.read_text())
     assert (sidecar["threshold"], sidecar["margin"], sidecar["key_from"]) == (0.9, 0.3, KEY_FROM)
-    assert sidecar["counts"] == result.counts and "most confident readable image" in sidecar["rule"]
+    assert (
+        sidecar["counts"] == result.counts and "accepted image with the highest confidence" in sidecar["rule"]
+    )
     assert sidecar["files"]["tagged"] == "catalog.tagged.csv" and len(sidecar["model_ids"]) == 1
 
 

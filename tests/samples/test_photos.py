@@ -104,6 +104,8 @@ def test_bad_arguments_are_input_errors(tmp_path):
         write_sample_dataset(tmp_path, per_class=1, image_size=8)
     with pytest.raises(InputError, match="per_class"):
         write_sample_dataset(tmp_path, per_class=-1)
+    with pytest.raises(InputError, match="other"):
+        write_sample_dataset(tmp_path, per_class=1, other=-2)
 
 
 def colour_histograms(root, samples) -> tuple[np.ndarray, np.ndarray]:
@@ -154,3 +156,22 @@ def test_colour_histograms_stay_far_below_a_convnet_on_held_out_photos(sample_tr
     # texture, stitching and cut carry the signal, which the fine-tuned convnet picks up.
     assert colour_accuracy < 0.5
     assert convnet_accuracy > colour_accuracy + 0.25, (convnet_accuracy, colour_accuracy)
+
+
+def test_other_garments_go_beside_the_dataset_never_into_a_class(tmp_path):
+    from classify_job.samples.others import OTHER_KINDS
+    from classify_job.samples.photos import render_other
+    from classify_job.train.dataset import index_dataset
+
+    summary = write_sample_dataset(tmp_path / "ds", per_class=2, seed=4, image_size=96, other=3)
+    assert summary.other_root == tmp_path / "ds-other"
+    assert sorted(p.name for p in summary.other_root.iterdir()) == sorted(OTHER_KINDS)
+    assert len(summary.others) == 3 * len(OTHER_KINDS)
+    assert index_dataset(tmp_path / "ds", 0.0, 0.0).classes == tuple(sorted(CLASSES))
+    shoe = tmp_path / "ds-other" / "shoe" / "img_00002.jpg"
+    assert render_other("shoe", 2, 4, 96) == shoe.read_bytes()
+    assert load_image(shoe, (96, 96)).pixels.shape == (96, 96, 3)
+    moved = write_sample_dataset(tmp_path / "x", 0, seed=4, image_size=96, other=1, other_dir=tmp_path / "o")
+    assert {p.parent.parent for p in moved.others} == {tmp_path / "o"}
+    with pytest.raises(InputError, match="kind must be one of"):
+        render_other("hat", 0)

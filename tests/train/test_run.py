@@ -112,7 +112,10 @@ def test_train_writes_a_loadable_bundle_with_reports(tiny_tree, tmp_path):
     assert set(extra["versions"]) >= {"keras", "jax", "numpy"}
     assert len(pd.read_csv(result.bundle_dir / "history.csv")) == 2
     assert json.loads((result.bundle_dir / "metrics.json").read_text())["split"] == "test"
-    assert result.spec.model_id in (result.bundle_dir / "README.md").read_text()
+    card = (result.bundle_dir / "README.md").read_text()
+    assert result.spec.model_id in card and "## Decisions" in card
+    assert result.spec.calibration["calibration_id"] in card
+    assert (result.bundle_dir / "calibration.png").is_file()
     with pytest.raises(OutputError, match="already holds"):
         train(tiny_config(data, tmp_path / "model"))
 

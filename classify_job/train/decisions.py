@@ -1,0 +1,238 @@
+"""Give a bundle its decision rule: calibration, accept thresholds and the unfamiliar cut-off,
+fitted on held-out predictions and measured on the test split; written into ``bundle.json``
+(``calibration``, ``accept_thresholds``, ``unfamiliar``), ``unfamiliar.npz`` and ``calibration.png``."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classify_job import atomic
+from classify_job.bundle import BundleSpec, write_spec
+from classify_job.decision import DecisionRule, UnfamiliarScore, calibrate
+from classify_job.errors import DatasetError, InputError, OutputError
+from classify_job.hashing import content_hash
+from classify_job.train.calibrate import (
+    HeldOut,
+    accept_thresholds,
+    calibration_figures,
+    fit_temperature,
+    fit_unfamiliar,
+    reliability,
+    unfamiliar_cutoff,
+)
+from classify_job.train.card import rewrite_decisions
+from classify_job.train.dataset import TrainingData
+from classify_job.train.evaluate import predict_with_features
+from classify_job.train.fit import Fitted
+from classify_job.train.plots import plot_reliability
+
+UNFAMILIAR_FILE = "unfamiliar.npz"
+DEFAULT_TARGET = 0.95
+FAMILIAR_RECALL = 0.95
+
+
+REFERENCE_IMAGES = 5000  # training images whose features shape the unfamiliar score
+
+
+@dataclass(frozen=True)
+class CalibrationSets:
+    """``held_out``: predictions the model never trained on (temperature, thresholds);
+    ``reference``: training images' features (the unfamiliar score's centroids and covariance);
+    ``familiar``: images outside the reference (the unfamiliar cut-off: a score's quantile is only
+    honest on images that did not shape it)."""
+
+    held_out: HeldOut
+    reference: HeldOut | None
+    familiar: HeldOut
+
+
+def calibration_data(net: Any, data: TrainingData, fitted: Fitted) -> CalibrationSets | None:
+    """The recipe's own held-out predictions when it has them (out-of-fold on cached features),
+    else the validation split; a sample of training images through the model as the reference.
+    None without a validation split: nothing held out to fit on."""
+    if not len(data.val):
+        return None
+    probs, features = predict_with_features(net, data.val.images)
+    validation = HeldOut(probs, data.val.labels, features, "the validation split")
+    reference = fitted.reference
+    if reference is None:
+        pick = np.random.default_rng(0).permutation(len(data.train))[:REFERENCE_IMAGES]
+        _, features = predict_with_features(net, data.train.images[pick])
+        reference = HeldOut(np.zeros((len(pick), 0)), data.train.labels[pick], features, "training images")
+    return CalibrationSets(fitted.held_out or validation, reference, validation)
+
+
+def fit_decision_rule(
+    bundle_dir: Path,
+    spec: BundleSpec,
+    sets: CalibrationSets,
+    test: HeldOut | None,
+    target: float = DEFAULT_TARGET,
+    score: UnfamiliarScore | None = None,
+) -> BundleSpec:
+    """Fit on ``sets`` (the unfamiliar score from ``sets.reference`` unless ``score`` is given),
+    measure on ``test``; writes the bundle's files and returns its new spec."""
+    held_out = sets.held_out
+    temperature = fit_temperature(held_out.probs, held_out.labels)
+    thresholds = accept_thresholds(
+        calibrate(held_out.probs, temperature), held_out.labels, spec.labels, target
+    )
+    if score is None:
+        score = fit_unfamiliar(sets.reference.features, sets.reference.labels, len(spec.labels))
+        with atomic.atomic_path(bundle_dir / UNFAMILIAR_FILE) as tmp:
+            score.save(tmp)
+    unfamiliar = {
+        "method": "mahalanobis-nearest-centroid",
+        "features": "penultimate layer",
+        "shrinkage": 0.1,
+        "file": UNFAMILIAR_FILE,
+        "sha256": content_hash(bundle_dir / UNFAMILIAR_FILE),
+        "cutoff": unfamiliar_cutoff(score, sets.familiar, FAMILIAR_RECALL),
+        "familiar_recall": FAMILIAR_RECALL,
+        "fitted_on": sets.reference.source if sets.reference else spec.unfamiliar["fitted_on"],
+        "cutoff_on": sets.familiar.source,
+    }
+    calibration = {
+        "method": "temperature",
+        "temperature": temperature,
+        "fitted_on": held_out.source,
+        "images": len(held_out),
+        **({"test": _test_figures(test, temperature)} if test is not None and len(test) else {}),
+    }
+    calibration["calibration_id"] = _calibration_id(calibration, thresholds, unfamiliar)
+    spec = dataclasses.replace(
+        spec, calibration=calibration, accept_thresholds=thresholds, unfamiliar=unfamiliar
+    )
+    spec = dataclasses.replace(
+        spec, calibration={**calibration, "expected": _expected(spec, bundle_dir, held_out, test)}
+    )
+    write_spec(bundle_dir, spec)
+    if test is not None and len(test):
+        plot_reliability(
+            reliability(test.probs, test.labels),
+            reliability(calibrate(test.probs, temperature), test.labels),
+            bundle_dir / "calibration.png",
+        )
+    return spec
+
+
+def _test_figures(test: HeldOut, temperature: float) -> dict[str, Any]:
+    return {
+        "source": test.source,
+        "before": calibration_figures(test.probs, test.labels),
+        "after": calibration_figures(calibrate(test.probs, temperature), test.labels),
+    }
+
+
+def _calibration_id(calibration: dict, thresholds: dict, unfamiliar: dict) -> str:
+    text = json.dumps([calibration, thresholds, unfamiliar], sort_keys=True, default=str)
+    return "cal-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _expected(spec: BundleSpec, bundle_dir: Path, held_out: HeldOut, test: HeldOut | None) -> dict[str, Any]:
+    """How the rule does on held-out and test images: share accepted and precision of accepted."""
+    rule = DecisionRule.from_bundle(bundle_dir, spec)
+    return {
+        name: _outcome(rule, data)
+        for name, data in (("held_out", held_out), ("test", test))
+        if data and len(data)
+    }
+
+
+def _outcome(rule: DecisionRule, data: HeldOut) -> dict[str, Any]:
+    decided = rule.decide(data.probs, data.features)
+    accepted = decided.decision == "accept"
+    correct = decided.probs.argmax(axis=1) == data.labels
+    per_class = {}
+    for c, label in enumerate(rule.labels):
+        mine = accepted & (decided.probs.argmax(axis=1) == c)
+        per_class[label] = {
+            "accepted": int(mine.sum()),
+            "precision": round(float(correct[mine].mean()), 4) if mine.any() else None,
+        }
+    return {
+        "images": len(data),
+        "share_accepted": round(float(accepted.mean()), 4),
+        "precision_of_accepted": round(float(correct[accepted].mean()), 4) if accepted.any() else None,
+        "per_class": per_class,
+    }
+
+
+def recalibrate_bundle(bundle_dir: Path, data: Path, out: Path, target: float = DEFAULT_TARGET) -> BundleSpec:
+    """A copy of ``bundle_dir`` in ``out`` with calibration, thresholds and cut-off fitted anew on the
+    labelled folder ``data``: a third of it (by a stable hash of each path) to measure, the rest to
+    fit. When ``data`` is the folder the bundle trained on, its training split is left out.
+
+    The weights, and so ``model_id`` and any export, are unchanged; the unfamiliar score keeps its
+    parameters (only its cut-off is refitted), so the scores stored in earlier rows stay valid and
+    classify can re-decide them without running the model.
+    """
+    from classify_job.bundle import load_bundle
+
+    if not 0 < target < 1:
+        raise InputError(f"--target-precision must be in (0, 1). Received: {target}")
+    if out.exists():
+        raise OutputError(f"{out} already exists; choose a new --out for the recalibrated bundle")
+    bundle = load_bundle(bundle_dir)
+    parts = _recalibration_parts(bundle, Path(data))
+    if len(parts["fit"]) < 2:
+        raise DatasetError(
+            f"too few readable labelled images in {data} (outside the training split) to calibrate on"
+        )
+    shutil.copytree(bundle_dir, out)
+    unfamiliar = bundle.spec.unfamiliar or {}
+    kept = UnfamiliarScore.load(out / unfamiliar["file"]) if unfamiliar.get("file") else None
+    sets = CalibrationSets(
+        held_out=_joined(parts["fit"], parts["familiar"]),
+        reference=None if kept else parts["fit"],
+        familiar=_joined(parts["fit"], parts["familiar"]) if kept else parts["familiar"],
+    )
+    spec = fit_decision_rule(out, bundle.spec, sets, parts["test"], target, kept)
+    rewrite_decisions(out / "README.md", spec)
+    return spec
+
+
+def _recalibration_parts(bundle: Any, data: Path) -> dict[str, HeldOut]:
+    """``data``'s labelled images (the bundle's training split excluded) cut by path hash into a
+    test third and two fitting thirds, each decoded and run through the model."""
+    from classify_job.hashing import split_position
+    from classify_job.train.dataset import load_split
+    from classify_job.train.evaluate import select_samples
+
+    spec = bundle.spec
+    trained = (
+        {s.relpath for s in select_samples(data, "train", spec.labels, spec.extra)}
+        if _trained_on(spec, data)
+        else set()
+    )
+    samples = [s for s in select_samples(data, "all", spec.labels, spec.extra) if s.relpath not in trained]
+    cuts = {"test": (0, 1 / 3), "fit": (1 / 3, 2 / 3), "familiar": (2 / 3, 1)}
+    parts = {}
+    for name, (low, high) in cuts.items():
+        chosen = [s for s in samples if low <= split_position(s.relpath, "recalibrate:") < high]
+        loaded = load_split(data, chosen, spec.image_size, spec.color_mode)
+        probs, features = predict_with_features(bundle.model, loaded.images)
+        parts[name] = HeldOut(probs, loaded.labels, features, f"{name} images of {data}")
+    return parts
+
+
+def _trained_on(spec: BundleSpec, data: Path) -> bool:
+    trained = spec.extra.get("training", {}).get("data_dir")
+    return trained is not None and Path(trained).resolve() == data.resolve()
+
+
+def _joined(first: HeldOut, second: HeldOut) -> HeldOut:
+    return HeldOut(
+        np.concatenate([first.probs, second.probs]),
+        np.concatenate([first.labels, second.labels]),
+        np.concatenate([first.features, second.features]),
+        f"{first.source} and {second.source}",
+    )
