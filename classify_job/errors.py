@@ -47,3 +47,13 @@ class BackendError(ClassifyJobError):
 
 class ExportError(ClassifyJobError):
     """An inference graph could not be exported, or did not match the Keras model; none is kept."""
+
+
+class PromotionRefused(ClassifyJobError):
+    """The promotion gate refused a candidate bundle; the registry's current model is unchanged.
+
+    ``evidence`` is what the gate measured (a ``classify_job.loop.registry.Promotion``), for display."""
+
+    def __init__(self, message: str, evidence: object = None) -> None:
+        super().__init__(message)
+        self.evidence = evidence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ class ClassifyConfig:
     engine: str = "local"
     ray_address: str | None = None
     ray_actors: int = 1
+    model_requested: Path | None = None  # --model as given, once resolve_model() has pinned ``model``
+    drift_runs: int = 7  # earlier runs a run's rows are compared with (classify_job.report.drift)
+    drift_min_rows: int = 200  # rows each side needs before a drift signal can raise a flag
 
     def __post_init__(self) -> None:
         for name in REQUIRED:
@@ -61,8 +65,17 @@ class ClassifyConfig:
                 "runtime": (self.runtime in RUNTIMES, f"one of {', '.join(RUNTIMES)}"),
                 "runtime_threads": (self.runtime_threads >= 1, "at least 1"),
                 "max_error_rate": (rate is None or 0.0 <= rate <= 1.0, "between 0 and 1"),
+                "drift_runs": (self.drift_runs >= 1, "at least 1"),
+                "drift_min_rows": (self.drift_min_rows >= 1, "at least 1"),
             },
         )
+
+    def resolve_model(self) -> ClassifyConfig:
+        """This config with ``model`` resolved to the bundle it names now, links followed, and the
+        path as given kept in ``model_requested``: ``models/current`` is a link a promotion may
+        replace, and a run must use one model from start to end."""
+        requested = Path(self.model_requested or self.model.absolute())
+        return dataclasses.replace(self, model=self.model.resolve(), model_requested=requested)
 
     @classmethod
     def resolve(cls, job_file: Path | None = None, **flags: Any) -> ClassifyConfig:

@@ -28,6 +28,7 @@ EXIT_CODES: dict[type[errors.ClassifyJobError], int] = {
     errors.OutputError: 4,
     errors.LockHeldError: 5,
     errors.ErrorRateExceeded: 6,
+    errors.PromotionRefused: 7,
     errors.Interrupted: 75,
 }
 

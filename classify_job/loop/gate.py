@@ -1,0 +1,366 @@
+"""The promotion gate: a frozen holdout, the candidate and the current model evaluated on it, and a
+paired bootstrap that puts the burden of proof on the candidate.
+
+The candidate passes when, over ``resamples`` bootstrap resamples of the holdout images (the same
+resampled images for both models, so what the two get right together cancels out), the one-sided
+95% lower bound (5th percentile) of candidate minus current is at least ``-margin`` for accuracy
+and for macro F1. Precision of accepted labels and calibration error are measured beside, as
+evidence for a person; they do not decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classify_job.bundle import Bundle, BundleSpec
+from classify_job.config import check, resolve
+from classify_job.decision import ACCEPT, DecisionRule
+from classify_job.errors import BundleError, DatasetError, InputError
+from classify_job.hashing import content_hash
+from classify_job.train.artifacts import content_prefixes
+from classify_job.train.calibrate import calibration_figures
+from classify_job.train.dataset import BadFile, LabelledFile, list_classes_loose, load_split
+from classify_job.train.evaluate import predict_with_features, select_samples
+from classify_job.train.metrics import report_from_probs
+from classify_job.walk import fs_path
+
+MIN_PER_CLASS = 30
+CONFIDENCE = 0.95  # one-sided: the lower bound is the 5th percentile of the differences
+CHUNK = 250  # resamples per matrix product, so memory stays at CHUNK x holdout size
+REQUIRED = {"bundle": "BUNDLE", "registry": "--registry", "holdout": "--holdout"}
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """Everything one ``promote`` needs, from flags and the ``[promote]`` table of a job file."""
+
+    bundle: Path
+    registry: Path
+    holdout: Path
+    accept_new_holdout: bool = False
+    shadow: Path | None = None
+    shadow_limit: int = 2000
+    margin_accuracy: float = 0.01
+    margin_macro_f1: float = 0.01
+    resamples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("bundle", "registry", "holdout"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.shadow is not None:
+            object.__setattr__(self, "shadow", Path(self.shadow))
+        check(
+            self,
+            {
+                "margin_accuracy": (0 <= self.margin_accuracy < 1, "in [0, 1)"),
+                "margin_macro_f1": (0 <= self.margin_macro_f1 < 1, "in [0, 1)"),
+                "resamples": (self.resamples >= 100, "at least 100"),
+                "shadow_limit": (self.shadow_limit >= 1, "at least 1"),
+            },
+        )
+
+    @classmethod
+    def resolve(cls, job_file: Path | None = None, **flags: Any) -> PromoteConfig:
+        """From ``[promote]`` in ``job_file`` and the flags given (None = not given); flags win."""
+        return resolve(cls, job_file, "promote", REQUIRED, **flags)
+
+    def margins(self) -> dict[str, float]:
+        return {"accuracy": self.margin_accuracy, "macro_f1": self.margin_macro_f1}
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The labelled images both models are judged on, with each file's SHA-256."""
+
+    root: Path
+    labels: tuple[str, ...]
+    samples: tuple[LabelledFile, ...]
+    digests: tuple[str, ...]
+
+    @property
+    def y_true(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    def per_class(self) -> dict[str, int]:
+        counts = np.bincount(self.y_true, minlength=len(self.labels))
+        return {label: int(n) for label, n in zip(self.labels, counts, strict=True)}
+
+    def fingerprint(self) -> str:
+        """Hash of the sorted ``class, content hash`` pairs: the same images under the same classes,
+        wherever they lie and whatever they are called."""
+        lines = sorted(
+            f"{self.labels[s.label]}\t{d}\n" for s, d in zip(self.samples, self.digests, strict=True)
+        )
+        return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.root.resolve()),
+            "fingerprint": self.fingerprint(),
+            "images": len(self.samples),
+            "per_class": self.per_class(),
+        }
+
+
+def read_holdout(root: Path, spec: BundleSpec, workers: int = 4) -> Holdout:
+    """The holdout folder (one subfolder per class, the bundle's labels exactly), each file hashed."""
+    if not root.is_dir():
+        raise InputError(f"holdout folder not found: {root}")
+    folders = set(list_classes_loose(root))
+    if folders != set(spec.labels):
+        raise DatasetError(
+            f"the holdout's class folders must be the bundle's labels. Received: missing "
+            f"{sorted(set(spec.labels) - folders)}, not labels {sorted(folders - set(spec.labels))} in {root}"
+        )
+    samples = select_samples(root, "all", spec.labels, spec.extra)
+    return Holdout(root, spec.labels, samples, hash_files(root, samples, workers))
+
+
+def hash_files(root: Path, samples: Sequence[LabelledFile], workers: int = 4) -> tuple[str, ...]:
+    """SHA-256 of each sample's bytes (hashlib releases the GIL, so threads overlap the reads)."""
+
+    def digest(sample: LabelledFile) -> str:
+        path = fs_path(root, sample.relpath, sample.relpath_bytes)
+        try:
+            return content_hash(path)
+        except OSError as exc:
+            raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return tuple(pool.map(digest, samples))
+
+
+def too_few(holdout: Holdout) -> str | None:
+    """Why the holdout is too small to judge on, or None."""
+    small = {label: n for label, n in holdout.per_class().items() if n < MIN_PER_CLASS}
+    if not small:
+        return None
+    return f"the holdout needs at least {MIN_PER_CLASS} images per class; it has {small}"
+
+
+def training_prefixes(bundle_dir: Path, spec: BundleSpec) -> tuple[np.ndarray | None, str]:
+    """Content prefixes of the bundle's train and val images and where they come from; None (with
+    the reason) when neither the bundle's record nor its training folder is there to tell."""
+    record = spec.extra.get("training_hashes") or {}
+    if record.get("file") and (bundle_dir / record["file"]).is_file():
+        try:
+            return np.load(bundle_dir / record["file"]), f"{record['file']} in the bundle"
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"cannot read {bundle_dir / record['file']}: {exc}") from exc
+    data_dir = spec.extra.get("training", {}).get("data_dir")
+    if data_dir is None or not Path(data_dir).is_dir():
+        why = (
+            "it records no training folder" if data_dir is None else f"its training folder {data_dir} is gone"
+        )
+        return None, f"the bundle has no training_hashes.npy (trained by an older version) and {why}"
+    try:
+        root = Path(data_dir)
+        samples = [
+            s for split in ("train", "val") for s in select_samples(root, split, spec.labels, spec.extra)
+        ]
+        return content_prefixes(hash_files(root, samples)), f"the files of its training folder {data_dir}"
+    except DatasetError as exc:
+        return None, f"the bundle has no training_hashes.npy and its training folder cannot be read: {exc}"
+
+
+def training_overlap(holdout: Holdout, bundle_dir: Path, spec: BundleSpec) -> str | None:
+    """Why the holdout cannot judge this bundle (it shares images with its training data), or None."""
+    prefixes, source = training_prefixes(bundle_dir, spec)
+    if prefixes is None:
+        return f"cannot check the holdout against the candidate's training data: {source}"
+    per_file = np.array([content_prefixes([d])[0] for d in holdout.digests], dtype=np.uint64)
+    shared = np.isin(per_file, prefixes)
+    if not shared.any():
+        return None
+    examples = [s.relpath for s, hit in zip(holdout.samples, shared, strict=True) if hit][:3]
+    return (
+        f"{int(shared.sum())} holdout images are also in the candidate's training data "
+        f"(by content hash, from {source}), e.g. {examples}"
+    )
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One bundle's calibrated probabilities (in its own label order) and decisions for the files
+    it could read."""
+
+    labels: tuple[str, ...]
+    relpaths: tuple[str, ...]
+    probs: np.ndarray
+    decision: np.ndarray
+    bad_files: tuple[BadFile, ...]
+
+    def probs_in(self, order: Sequence[str]) -> np.ndarray:
+        """The probabilities with their columns in ``order`` (the same labels, maybe reordered)."""
+        return self.probs[:, [self.labels.index(label) for label in order]]
+
+    def predicted_labels(self) -> list[str]:
+        return [self.labels[i] for i in self.probs.argmax(axis=1)]
+
+
+def score_files(bundle: Bundle, root: Path, samples: Sequence[LabelledFile], workers: int = 4) -> Scored:
+    """Decode ``samples`` as the bundle wants them, predict, and decide as classify would."""
+    spec = bundle.spec
+    loaded = load_split(root, samples, spec.image_size, spec.color_mode, workers)
+    raw, features = predict_with_features(bundle.model, loaded.images)
+    decided = DecisionRule.from_bundle(bundle.path, spec).decide(raw, features)
+    return Scored(spec.labels, loaded.relpaths, decided.probs, decided.decision, loaded.bad_files)
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """One model on the holdout: the two figures that decide, and the evidence shown beside them.
+
+    ``accepted`` (None for a bundle without accept thresholds): per class, its threshold (None:
+    never accepted), the labels accepted as classify would accept them, how many were right, and
+    their precision (None when none was)."""
+
+    model_id: str
+    accuracy: float
+    macro_f1: float
+    ece: float
+    f1: dict[str, float]
+    accepted: dict[str, dict[str, Any]] | None
+
+
+def measure(spec: BundleSpec, holdout: Holdout, scored: Scored) -> ModelFigures:
+    """Accuracy, macro F1, per-class F1, ECE and precision at the accept thresholds on ``holdout``."""
+    probs, y_true = scored.probs_in(holdout.labels).astype(np.float64), holdout.y_true
+    report = report_from_probs(holdout.labels, y_true, probs, scored.relpaths, "holdout")
+    accepted = None
+    if spec.accept_thresholds:
+        predicted, taken = probs.argmax(axis=1), scored.decision == ACCEPT
+        accepted = {}
+        for c, label in enumerate(holdout.labels):
+            mine = taken & (predicted == c)
+            right = int((mine & (y_true == c)).sum())
+            precision = round(right / int(mine.sum()), 4) if mine.any() else None
+            threshold = (spec.accept_thresholds.get(label) or {}).get("threshold")
+            accepted[label] = {
+                "threshold": threshold,
+                "accepted": int(mine.sum()),
+                "correct": right,
+                "precision": precision,
+            }
+    return ModelFigures(
+        model_id=spec.model_id,
+        accuracy=round(report.accuracy, 5),
+        macro_f1=round(report.macro_f1, 5),
+        ece=calibration_figures(probs, y_true)["ece"],
+        f1={c.label: round(c.f1, 4) for c in report.per_class},
+        accepted=accepted,
+    )
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Observed differences (candidate - current) and their one-sided 95% lower bounds."""
+
+    resamples: int
+    seed: int
+    accuracy_diff: float
+    macro_f1_diff: float
+    accuracy_lower: float
+    macro_f1_lower: float
+
+
+def paired_bootstrap(
+    y_true: np.ndarray,
+    candidate: np.ndarray,
+    current: np.ndarray,
+    num_classes: int,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Bootstrap:
+    """Resample the holdout's images with replacement ``resamples`` times (seeded); score both
+    models' predicted class indices on each resample; the lower bound is the 5th percentile."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    n = len(y_true)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, resamples, CHUNK):
+        rows = min(CHUNK, resamples - start)
+        picks = rng.integers(0, n, size=(rows, n))  # the same resampled images for both models
+        counts = np.bincount((np.arange(rows)[:, None] * n + picks).ravel(), minlength=rows * n)
+        counts = counts.reshape(rows, n).astype(np.float64)
+        diffs.append(
+            _scores(counts, y_true, candidate, num_classes) - _scores(counts, y_true, current, num_classes)
+        )
+    diff = np.concatenate(diffs, axis=1)
+    observed = _scores(np.ones((1, n)), y_true, candidate, num_classes) - _scores(
+        np.ones((1, n)), y_true, current, num_classes
+    )
+    lower = np.quantile(diff, 1 - CONFIDENCE, axis=1)
+    return Bootstrap(
+        resamples=resamples,
+        seed=seed,
+        accuracy_diff=round(float(observed[0, 0]), 5),
+        macro_f1_diff=round(float(observed[1, 0]), 5),
+        accuracy_lower=round(float(lower[0]), 5),
+        macro_f1_lower=round(float(lower[1]), 5),
+    )
+
+
+def _scores(counts: np.ndarray, y_true: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """(2, resamples): accuracy and macro F1 (over classes present in the resample) when image i
+    is counted ``counts[r, i]`` times; F1 = 2 TP / (support + predicted), as in the metrics."""
+    truth, guess = np.eye(k)[y_true], np.eye(k)[np.asarray(predicted, dtype=np.int64)]
+    accuracy = counts @ (y_true == predicted).astype(np.float64) / counts.sum(axis=1)
+    tp, support, guessed = counts @ (truth * guess), counts @ truth, counts @ guess
+    f1 = np.divide(2 * tp, support + guessed, out=np.zeros_like(tp), where=support + guessed > 0)
+    present = support > 0
+    return np.stack([accuracy, (f1 * present).sum(axis=1) / present.sum(axis=1)])
+
+
+def refusals(boot: Bootstrap, margin_accuracy: float, margin_macro_f1: float) -> tuple[str, ...]:
+    """Why the candidate is refused (empty: it passes): each lower bound below its margin."""
+    reasons = []
+    for name, lower, diff, margin in (
+        ("accuracy", boot.accuracy_lower, boot.accuracy_diff, margin_accuracy),
+        ("macro F1", boot.macro_f1_lower, boot.macro_f1_diff, margin_macro_f1),
+    ):
+        if lower < -margin:
+            reasons.append(
+                f"{name}: candidate - current is {diff:+.4f}, and its 95% lower bound {lower:+.4f} "
+                f"is below -{margin:g}"
+            )
+    return tuple(reasons)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Both models on one holdout, the bootstrap (None without a current model) and the verdict."""
+
+    candidate: ModelFigures
+    current: ModelFigures | None
+    bootstrap: Bootstrap | None
+    reasons: tuple[str, ...]
+
+
+def compare(candidate: Bundle, current: Bundle | None, holdout: Holdout, config: PromoteConfig) -> Comparison:
+    """Evaluate both bundles on ``holdout`` and judge the candidate (no current model: it passes)."""
+    scored = [_score_holdout(b, holdout) for b in (candidate, current) if b is not None]
+    figures = [measure(b.spec, holdout, s) for b, s in zip((candidate, current), scored, strict=False)]
+    if current is None:
+        return Comparison(figures[0], None, None, ())
+    predicted = [s.probs_in(holdout.labels).argmax(axis=1) for s in scored]
+    boot = paired_bootstrap(holdout.y_true, *predicted, len(holdout.labels), config.resamples, config.seed)
+    return Comparison(
+        figures[0], figures[1], boot, refusals(boot, config.margin_accuracy, config.margin_macro_f1)
+    )
+
+
+def _score_holdout(bundle: Bundle, holdout: Holdout) -> Scored:
+    scored = score_files(bundle, holdout.root, holdout.samples)
+    if scored.bad_files:
+        bad = [f"{b.relpath}: {b.reason}" for b in scored.bad_files[:3]]
+        raise DatasetError(f"the holdout has {len(scored.bad_files)} unreadable images; remove them: {bad}")
+    return scored
