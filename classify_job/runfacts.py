@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,27 @@ def read_runs(out: Path, last: int | None = None) -> list[dict[str, Any]]:
     """Facts of the runs on ``out``, oldest first (run ids sort by start time); ``last`` keeps
     only the newest N. A file that cannot be read is skipped with a warning."""
     paths = sorted((Path(out) / RUNS_DIR).glob("*.json"))
-    runs = []
-    for path in paths[-last:] if last else paths:
-        try:
-            runs.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            log.warning("skipping unreadable run facts %s: %s", path, exc)
-    return runs
+    return [facts for path in (paths[-last:] if last else paths) if (facts := _read(path)) is not None]
+
+
+def iter_runs(out: Path, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+    """Facts of the runs on ``out`` one by one, read only as far as the caller goes."""
+    paths = sorted((Path(out) / RUNS_DIR).glob("*.json"))
+    for path in reversed(paths) if newest_first else paths:
+        if (facts := _read(path)) is not None:
+            yield facts
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("skipping unreadable run facts %s: %s", path, exc)
+        return None
+    if not isinstance(facts, dict):
+        log.warning("skipping run facts %s: not a JSON object", path)
+        return None
+    return facts
 
 
 def latest_run(out: Path) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stal
 from classify_job.decision import DecisionRule
 from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
 from classify_job.predictions import PREDICTIONS_DIR, predictions_schema
+from classify_job.report.drift import RunHistograms, record_drift
 from classify_job.report.html import REPORT_HTML, write_html_report
 from classify_job.report.summary import (
     SUMMARY_JSON,
@@ -77,6 +78,7 @@ def run_classify(
     started = time.monotonic()
     if not config.input_dir.is_dir():
         raise InputError(f"input directory not found: {config.input_dir}")
+    config = config.resolve_model()  # once: a promotion during the run cannot switch models
     spec = read_spec(config.model)  # fail fast on a wrong path, before creating anything
     out = _prepare_out(config.out)
     stop = stop or threading.Event()
@@ -136,9 +138,10 @@ def _run_locked(
     (out / SUPERSEDING).touch()
     engine_facts: dict[str, Any] = {"runtime": None}
     timings = {"startup_s": round(time.monotonic() - started, 3)}
+    histograms = RunHistograms(spec.labels, rule.cutoff)  # this run's rows, for drift
     try:
         _classify_batches(
-            config, spec, rule, scan, writer, progress, on_progress, stop, timings, engine_facts
+            config, spec, rule, scan, writer, progress, on_progress, stop, timings, engine_facts, histograms
         )
     finally:
         writer.commit()  # every finished row is kept, whatever stopped the loop
@@ -147,19 +150,24 @@ def _run_locked(
     parts, pruned, missing = _missing(scan, parts, config.prune)
     facts = _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, started)
     facts.update(engine_facts, redecided=redecided, calibration_id=rule.calibration_id)
+    facts.update(record_drift(out, facts, histograms, config.drift_runs, config.drift_min_rows))
     write_run_facts(out, facts)
     summary = _reports(out, facts, rows_changed=bool(writer.indexes or superseded or pruned or redecided))
     return RunResult(run_id, out, progress, superseded, summary, facts)
 
 
-def _classify_batches(config, spec, rule, scan, writer, progress, on_progress, stop, timings, facts) -> None:
+def _classify_batches(
+    config, spec, rule, scan, writer, progress, on_progress, stop, timings, facts, histograms
+) -> None:
     todo = scan.todo()
     first = next(todo, None)
     progress.skipped = scan.skipped
     if first is not None:  # only now is a model needed
         ctx = RowContext(spec.labels, spec.model_id, progress.run_id, config.top_k, rule)
         progress.started = time.monotonic()
-        rows = BackgroundWriter(lambda item: _write_rows(item, ctx, writer, progress, on_progress, timings))
+        rows = BackgroundWriter(
+            lambda item: _write_rows(item, ctx, writer, progress, on_progress, timings, histograms)
+        )
         entries = _counted(chain([first], todo), scan, progress)
         with _closing(rows):
             for item in ENGINES[config.engine](config, spec, entries, ctx, writer.schema, facts):
@@ -174,8 +182,8 @@ def _classify_batches(config, spec, rule, scan, writer, progress, on_progress, s
     on_progress(progress)
 
 
-def _write_rows(item, ctx, writer, progress, on_progress, timings) -> None:
-    """On the writer thread: the rows of one batch into the open part, and the counters."""
+def _write_rows(item, ctx, writer, progress, on_progress, timings, histograms) -> None:
+    """On the writer thread: the rows of one batch into the open part, the counters and histograms."""
     table = (
         item
         if isinstance(item, pa.Table)
@@ -186,6 +194,7 @@ def _write_rows(item, ctx, writer, progress, on_progress, timings) -> None:
             first_batch_s=round(time.monotonic() - progress.started, 3), first_batch_at=time.time()
         )
     writer.write(table)
+    histograms.add(table)
     progress.classified += table.num_rows
     progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
     on_progress(progress)
@@ -254,6 +263,7 @@ def _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, s
         "elapsed_s": round(time.monotonic() - started, 3),
         "input_dir": str(config.input_dir.absolute()),
         "model_path": str(config.model.absolute()),
+        "model_requested": str(config.model_requested or config.model.absolute()),
         "model_id": spec.model_id,
         "shard": str(config.shard),
         "engine": config.engine,
@@ -280,6 +290,7 @@ def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: st
         "run_started_at": time.time(),
         "model_id": spec.model_id,
         "model_path": str(config.model.absolute()),
+        "model_requested": str(config.model_requested or config.model.absolute()),
         "input_dir": str(config.input_dir.absolute()),
         "shard": str(config.shard),
         "labels": list(spec.labels),

@@ -57,6 +57,12 @@ def classify(
     runtime_threads: Annotated[
         int | None, typer.Option(help="Threads the runtime computes with. [default: 2]")
     ] = None,
+    drift_runs: Annotated[
+        int | None, typer.Option(help="Earlier runs this run's rows are compared with. [default: 7]")
+    ] = None,
+    drift_min_rows: Annotated[
+        int | None, typer.Option(help="Rows each side needs for a drift flag. [default: 200]")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Classify every image under INPUT_DIR into OUT/predictions (Parquet) and OUT/summary.json.
@@ -72,7 +78,7 @@ def classify(
                 top_k=top_k, shard=shard, fresh=fresh, prune=prune, extensions=ext,
                 follow_symlinks=follow_symlinks, max_error_rate=max_error_rate, rows_per_part=rows_per_part,
                 engine=engine, ray_address=ray_address, ray_actors=ray_actors, runtime=runtime,
-                runtime_threads=runtime_threads,
+                runtime_threads=runtime_threads, drift_runs=drift_runs, drift_min_rows=drift_min_rows,
             )
         ),
         verbose,

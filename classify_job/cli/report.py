@@ -34,23 +34,42 @@ def report(
 
 @app.command()
 def tag(
-    out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
-    catalog: Annotated[Path, typer.Option(help="Catalog to tag: a .csv or .parquet file.")],
-    key_column: Annotated[str, typer.Option(help="Catalog column holding the key, e.g. sku.")],
+    out: Annotated[Path | None, typer.Argument(help="Output directory of a classify run.")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Catalog to tag: a .csv or .parquet file.")] = None,
+    key_column: Annotated[str | None, typer.Option(help="Catalog column holding the key, e.g. sku.")] = None,
     key_from: Annotated[
-        str, typer.Option(help="Regex searched in each relpath; group 'key' (else 1) is the key.")
-    ],
-    threshold: Threshold = 0.6,
-    margin: Margin = 0.15,
+        str | None, typer.Option(help="Regex searched in each relpath; group 'key' (else 1) is the key.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Rows without a stored decision: review below this. [default: 0.6]")
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Rows without a stored decision: review when the top two are closer. [default: 0.15]"
+        ),
+    ] = None,
     dest: Annotated[
         Path | None, typer.Option(help="Directory for the tagged catalog. [default: OUT]")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML job file with a [tag] table.")
     ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Add label, confidence, needs_review and model_id to every catalog row from OUT's predictions."""
     from classify_job.cli.console import stdout
-    from classify_job.report.tagging import tag_catalog
+    from classify_job.report.tagging import TagJob, tag_catalog
 
-    result = run(lambda: tag_catalog(out, catalog, key_column, key_from, dest, threshold, margin), verbose)
+    def tagged():
+        job = TagJob.resolve(
+            config, out=out, catalog=catalog, key_column=key_column, key_from=key_from, dest=dest,
+            threshold=threshold, margin=margin,
+        )  # fmt: skip
+        return tag_catalog(
+            job.out, job.catalog, job.key_column, job.key_from, job.dest, job.threshold, job.margin
+        )
+
+    result = run(tagged, verbose)
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.counts.items())
     stdout.print(f"Tagged: {result.tagged}\nReview: {result.review}\n{counts}", markup=False, soft_wrap=True)

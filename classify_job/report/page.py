@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from classify_job.report.drift import ALERT_AT, WATCH_AT
 from classify_job.report.samples import BINS, ReportRow, Samples
 
 
@@ -47,6 +48,7 @@ def render_page(
         ("facts", "Run", _facts_section(summary)),
         ("labels", "Images per label", _labels_section(summary)),
         ("confidence", "Confidence per label", _confidence_section(samples)),
+        ("drift", "Compared with earlier runs", _drift_section(summary)),
         ("errors", "Errors by reason", _errors_section(summary)),
         ("samples", "Most and least confident", _samples_section(samples, thumbs)),
         ("decisions", "Decisions", _decisions_section(summary, model)),
@@ -128,6 +130,63 @@ def _histogram_svg(counts: np.ndarray, threshold: float, width: int = 240, heigh
         f'<svg class="hist" viewBox="0 0 {width} {height + 16}" width="{width}" height="{height + 16}" '
         f'role="img" aria-label="confidence histogram">{bars}{axis}</svg>'
     )
+
+
+def _drift_section(summary: dict[str, Any]) -> str:
+    """Per signal the PSI and its flag, and the label shares that moved most."""
+    drift = summary.get("drift")
+    if not drift:
+        return "<p>No comparison recorded: no run of this output kept the histograms drift compares.</p>"
+    earlier = len(drift["reference_run_ids"])
+    against = f"{earlier} earlier run(s)" if earlier else "earlier runs (none recorded histograms yet)"
+    parts = [
+        f"<p>The readable rows of run <code>{_e(drift['run_id'])}</code> against those of {against} "
+        f"of the same model and calibration: <strong>{_e(drift['flag'])}</strong>.</p>"
+    ]
+    if not drift.get("new"):
+        parts.append('<p class="note">The latest run classified nothing readable: this is the latest '
+                     "comparison, and it raises no new flag.</p>")  # fmt: skip
+    rows = (
+        [_td(_SIGNAL_NAMES.get(name, name)), _td(_fmt_psi(s["psi"]), True),
+         f"<td>{_flag_html(s['flag'])}</td>", _td(f"{s['rows']:,}", True),
+         _td(f"{s['reference_rows']:,}", True), _td(_fmt_psi(s.get("psi_by_chance")), True)]
+        for name, s in drift["signals"].items()
+    )  # fmt: skip
+    parts.append(_table(("signal", "PSI", "flag", "rows", "earlier rows", "PSI by chance"), rows))
+    hint = (
+        f"Population stability index: from {WATCH_AT:g} watch, from {ALERT_AT:g} alert; a side with "
+        f"fewer than {drift['min_rows']:,} rows gives not enough data. Two samples of unchanged data "
+        "differ by about the PSI by chance."
+    )
+    parts.append(f'<p class="hint">{_e(hint)}</p>')
+    moved = drift["signals"].get("labels", {}).get("moved")
+    if moved:
+        parts.append(f"<h3>Label shares that moved most</h3>{_moved_table(moved)}")
+    return "".join(parts)
+
+
+def _moved_table(moved: list[dict[str, Any]]) -> str:
+    rows = (
+        [_td(m["label"]), _td(f"{m['share']:.1%}", True), _td(f"{m['reference_share']:.1%}", True),
+         _td(f"{m['share'] - m['reference_share']:+.1%}", True)]
+        for m in moved
+    )  # fmt: skip
+    return _table(("label", "share", "earlier share", "change"), rows)
+
+
+_SIGNAL_NAMES = {
+    "labels": "label shares",
+    "confidence": "confidence histogram",
+    "unfamiliar": "unfamiliar-score histogram",
+}
+
+
+def _fmt_psi(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _flag_html(flag: str) -> str:
+    return f"<strong>{_e(flag)}</strong>" if flag in ("watch", "alert") else _e(flag)
 
 
 def _errors_section(summary: dict[str, Any]) -> str:

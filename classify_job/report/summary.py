@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from classify_job import atomic
 from classify_job.decision import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
 from classify_job.predictions import iter_batches, read_part_metadata, require_predictions
+from classify_job.report.drift import describe, latest_drift
 from classify_job.runfacts import latest_run
 
 SUMMARY_JSON = "summary.json"
@@ -34,11 +35,14 @@ def build_summary(out: Path) -> dict[str, Any]:
     for _, batch in iter_batches(out, _COLUMNS, probs=True, parts=parts):
         totals.add(batch)
     summary = _summary_dict(totals, read_part_metadata(parts[-1]))
-    return with_run_facts(summary, latest_run(out))
+    return with_run_facts(summary, latest_run(out), latest_drift(out))
 
 
-def with_run_facts(summary: dict[str, Any], facts: dict[str, Any] | None) -> dict[str, Any]:
-    """``summary`` with the tree facts of the latest run (any run, even one that wrote nothing)."""
+def with_run_facts(
+    summary: dict[str, Any], facts: dict[str, Any] | None, drift: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``summary`` with the tree facts of the latest run (any run, even one that wrote nothing)
+    and ``drift``, the latest comparison with earlier runs (:mod:`classify_job.report.drift`)."""
     facts = facts or {}
     return {
         **summary,
@@ -47,6 +51,7 @@ def with_run_facts(summary: dict[str, Any], facts: dict[str, Any] | None) -> dic
         "unlisted_dirs": facts.get("unlisted_dirs", {}),
         "runtime": facts.get("runtime"),
         "last_run": {k: facts.get(k) for k in LAST_RUN_KEYS} if facts else None,
+        "drift": drift,
         "generated_at": _iso(datetime.now(UTC).timestamp()),
     }
 
@@ -69,7 +74,7 @@ def refresh_summary(out: Path, facts: dict[str, Any]) -> dict[str, Any] | None:
         stored = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return write_summary(out, with_run_facts(stored, facts))
+    return write_summary(out, with_run_facts(stored, facts, latest_drift(out)))
 
 
 class _Totals:
@@ -177,7 +182,17 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if summary["error_reasons"]:
         lines += ["", "| error | files |", "| --- | ---: |"]
         lines += [f"| {reason} | {n} |" for reason, n in summary["error_reasons"].items()]
-    return "\n".join(lines + _tree_lines(summary)) + "\n"
+    return "\n".join(lines + _drift_lines(summary) + _tree_lines(summary)) + "\n"
+
+
+def _drift_lines(summary: dict[str, Any]) -> list[str]:
+    drift = summary.get("drift")
+    if not drift:
+        return ["", "- drift: no comparison with earlier runs recorded in this output"]
+    line = describe(drift)
+    if not drift.get("new"):
+        line += " (the latest run classified nothing readable: no new flag)"
+    return ["", f"- {line}"]
 
 
 def _tree_lines(summary: dict[str, Any]) -> list[str]:
