@@ -1,7 +1,9 @@
-"""Inspect a folder dataset before training: unreadable files, duplicates, misnamed formats, balance.
+"""Inspect a folder dataset before training: unreadable files, duplicates, near duplicates, misnamed
+formats, balance.
 
-:func:`check_data` reads every file once (hash and full decode from the same bytes) and returns a
-:class:`DataReport`; it never modifies the data and never raises for a bad file.
+:func:`check_data` reads every file once (hash, full decode and near-duplicate signature from the
+same bytes) and returns a :class:`DataReport`; it never modifies the data and never raises for a bad
+file. :mod:`classify_job.train.dataplots` draws it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from classify_job.train.dataset import (
     list_class_folders,
     list_classes_loose,
 )
+from classify_job.train.nearduplicates import NearDuplicateGroup, group_near_duplicates, image_signature
 from classify_job.walk import FileEntry, WalkStats, escape_name, iter_files
 
 # Which Pillow format each extension promises.
@@ -44,7 +47,9 @@ SMALL_IMAGE = 32
 
 @dataclass(frozen=True)
 class FileInfo:
-    """What one file turned out to be (``error`` is set, and the rest empty, when it could not be read)."""
+    """What one file turned out to be (``error`` is set, and the rest empty, when it could not be read).
+
+    ``path`` is what ``open()`` takes; ``signature`` is its near-duplicate signature."""
 
     relpath: str
     label: str
@@ -56,6 +61,8 @@ class FileInfo:
     width: int = 0
     height: int = 0
     error: str = ""
+    path: str = ""
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class DataReport:
     sizes: SizeSummary | None
     modes: dict[str, int]
     formats: dict[str, int]
+    near_duplicates: tuple[NearDuplicateGroup, ...] = ()
+    files: tuple[FileInfo, ...] = ()
 
     @property
     def imbalance_ratio(self) -> float:
@@ -123,11 +132,17 @@ class DataReport:
     def problems(self) -> tuple[str, ...]:
         """One-line findings, most serious first; empty when the data looks fine."""
         conflicting = [g for g in self.duplicates if g.conflicting]
+        near_conflicting = [g for g in self.near_duplicates if g.conflicting]
         checks = [
             (len(self.classes) < 2, f"found {len(self.classes)} class folders; training needs at least 2"),
             (self.corrupt, f"{len(self.corrupt)} unreadable files (training skips them)"),
             (conflicting, f"{len(conflicting)} groups of identical files under different labels"),
             (self.duplicates, f"{len(self.duplicates)} groups of duplicate files"),
+            (
+                near_conflicting,
+                f"{len(near_conflicting)} groups of near-identical images under different labels",
+            ),
+            (self.near_duplicates, f"{len(self.near_duplicates)} groups of near-duplicate images"),
             (
                 self.format_mismatches,
                 f"{len(self.format_mismatches)} files whose content is not their extension",
@@ -166,24 +181,27 @@ def _list_files(root: Path, split: str, extensions: frozenset[str] | set[str], s
 
 
 def inspect_file(entry: FileEntry, label: str, split: str) -> FileInfo:
-    """Hash the bytes and fully decode them; any failure is recorded in ``error``."""
-    relpath = entry.relpath
+    """Hash the bytes, fully decode them and take the near-duplicate signature; any failure is
+    recorded in ``error``."""
+    relpath, path = entry.relpath, entry.path
     if entry.stat_error:
-        return FileInfo(relpath, label, split, 0, "", error=entry.stat_error)
-    path = Path(entry.path)
+        return FileInfo(relpath, label, split, 0, "", error=entry.stat_error, path=path)
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
-        return FileInfo(relpath, label, split, 0, "", error=f"cannot read: {exc.strerror or exc}")
+        return FileInfo(relpath, label, split, 0, "", error=f"cannot read: {exc.strerror or exc}", path=path)
     digest = content_hash_bytes(data)
     try:
         with open_image(io.BytesIO(data)) as opened:
             img = opened.image
             fmt, mode, (width, height) = img.format or "", img.mode, img.size
             img.load()
+            signature = image_signature(img)
     except ImageDecodeError as exc:
-        return FileInfo(relpath, label, split, len(data), digest, error=str(exc))
-    return FileInfo(relpath, label, split, len(data), digest, fmt, mode, width, height)
+        return FileInfo(relpath, label, split, len(data), digest, error=str(exc), path=path)
+    return FileInfo(
+        relpath, label, split, len(data), digest, fmt, mode, width, height, path=path, signature=signature
+    )
 
 
 def _summarise(
@@ -210,6 +228,8 @@ def _summarise(
         sizes=summarise_sizes(good),
         modes=dict(Counter(i.mode for i in good).most_common()),
         formats=dict(Counter(i.format for i in good).most_common()),
+        near_duplicates=find_near_duplicates(good),
+        files=tuple(infos),
     )
 
 
@@ -228,6 +248,18 @@ def find_duplicates(infos: list[FileInfo]) -> tuple[DuplicateGroup, ...]:
         if len(members) > 1
     ]
     return tuple(sorted(found, key=lambda g: (not g.conflicting, g.relpaths)))
+
+
+def find_near_duplicates(infos: list[FileInfo]) -> tuple[NearDuplicateGroup, ...]:
+    """Groups of images that look alike but differ in bytes (one file per content; exact copies
+    are :func:`find_duplicates`' groups)."""
+    distinct: dict[str, FileInfo] = {}
+    for info in infos:
+        distinct.setdefault(info.sha256, info)
+    firsts = list(distinct.values())
+    return group_near_duplicates(
+        [i.relpath for i in firsts], [i.label for i in firsts], [i.signature for i in firsts]
+    )
 
 
 def find_format_mismatches(infos: list[FileInfo]) -> tuple[FormatMismatch, ...]:
