@@ -21,8 +21,9 @@ from classify_job.errors import InputError
 C = TypeVar("C")
 
 
-def read_job_table(path: Path, section: str) -> dict[str, Any]:
-    """The ``[section]`` table of a TOML job file, with a readable error for every failure."""
+def read_job_table(path: Path, section: str, optional: bool = False) -> dict[str, Any]:
+    """The ``[section]`` table of a TOML job file, with a readable error for every failure
+    (``optional``: an empty table when the file has none)."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -30,6 +31,8 @@ def read_job_table(path: Path, section: str) -> dict[str, Any]:
         raise InputError(f"job file not found: {path}") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"job file {path} cannot be read as TOML: {exc}") from exc
+    if optional and section not in data:
+        return {}
     if not isinstance(data.get(section), dict):
         raise InputError(f"job file {path} has no [{section}] table")
     return data[section]

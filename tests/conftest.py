@@ -45,3 +45,11 @@ def color_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     save_bundle(directory, model, spec)
     return directory
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache directory holding the ImageNet EfficientNet-Lite0 weights, converted once per session."""
+    from classify_job.nets import pretrained
+
+    return pretrained.import_pretrained(tmp_path_factory.mktemp("lite0-weights")).parent

@@ -150,6 +150,27 @@ def decision_table(spec: Any) -> Table:
     return table
 
 
+def trials_table(trials: list[dict]) -> Table:
+    """One row per tuning trial: kind, settings, status, validation figures, seconds."""
+    table = Table(title="Tuning trials")
+    columns = ("trial", "kind", "lr", "dropout", "width", "views", "blocks", "strength", "status",
+               "val_loss", "val_acc", "s")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("trial", "kind", "status") else "right")
+    for t in trials:
+        table.add_row(
+            str(t["trial"]), t["kind"], f"{t['learning_rate']:.2g}", f"{t['dropout']:.1f}",
+            str(t["head_width"]), str(t["augmented_views"]), str(t["fine_tune_blocks"]),
+            f"{t['augment_strength']:g}", t["status"], _fmt(t.get("val_loss"), ".4f"),
+            _fmt(t.get("val_accuracy"), ".3f"), _fmt(t.get("seconds"), ".0f"),
+        )  # fmt: skip
+    return table
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
 def data_report_table(report: Any) -> Table:
     """Class balance of a DataReport."""
     table = Table(title=f"{report.root}: {report.num_files} files, layout {report.layout}")

@@ -90,36 +90,55 @@ def _train(config) -> None:
 
 @app.command()
 def evaluate(
-    bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
-    data: Annotated[Path, typer.Argument(help="Labelled folder dataset (class subfolders).")],
-    split: Annotated[str, typer.Option(help="auto, all, train, val or test.")] = "auto",
+    bundle: Annotated[Path | None, typer.Argument(help="Model bundle directory.")] = None,
+    data: Annotated[Path | None, typer.Argument(help="Labelled folder dataset (class subfolders).")] = None,
+    split: Annotated[str | None, typer.Option(help="auto, all, train, val or test. [default: auto]")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write metrics, CSVs and plots here.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML job file with an [evaluate] table.")
     ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Evaluate BUNDLE on DATA: accuracy, loss, per-class precision/recall/F1, confusion matrix."""
     from classify_job.cli.console import evaluation_table, stdout
+    from classify_job.train.evaluate import EvaluateJob
     from classify_job.train.evaluate import evaluate as run_evaluation
 
-    report = run(lambda: run_evaluation(bundle, data, out, split), verbose)
+    def evaluated():
+        job = EvaluateJob.resolve(config, bundle=bundle, data=data, split=split, out=out)
+        return job, run_evaluation(job.bundle, job.data, job.out, job.split)
+
+    job, report = run(evaluated, verbose)
     stdout.print(evaluation_table(report))
     for c in report.top_confusions[:5]:
         stdout.print(f"  {c.true} -> {c.predicted}: {c.count} ({c.rate:.1%})", markup=False)
-    if out is not None:
-        stdout.print(f"Report files: {out}", markup=False, soft_wrap=True)
+    if job.out is not None:
+        stdout.print(f"Report files: {job.out}", markup=False, soft_wrap=True)
 
 
 @app.command("check-data")
 def check_data(
     data: Annotated[Path, typer.Argument(help="Folder dataset to inspect.")],
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any problem is found.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also write the sheets, balance plot and CSV here.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the images samples.png shows.")] = 0,
     verbose: Verbose = False,
 ) -> None:
-    """Find corrupt, duplicate and mislabeled-looking files; report class balance, sizes and modes."""
+    """Find corrupt, duplicate and mislabeled-looking files; report class balance, sizes and modes.
+
+    With --out DIR, also draw them: a contact sheet per class, the class balance, the flagged files.
+    """
     from classify_job.cli.console import data_report_facts, data_report_table, stdout
     from classify_job.train.checkdata import check_data as inspect_dataset
 
+    if out is not None:  # before reading every file: a folder that cannot be made fails at once
+        from classify_job.train.dataplots import prepare_output_dir
+
+        run(lambda: prepare_output_dir(out, data), verbose)
     report = run(lambda: inspect_dataset(data), verbose)
     stdout.print(data_report_table(report))
     for line in data_report_facts(report):
@@ -130,8 +149,23 @@ def check_data(
         stdout.print(f"  unreadable: {bad.relpath}: {bad.reason}", markup=False)
     for mismatch in report.format_mismatches[:20]:
         stdout.print(f"  {mismatch.relpath} is {mismatch.actual_format}", markup=False)
+    if out is not None:
+        _write_data_files(report, out, seed, verbose)
     if strict and report.problems:
         raise typer.Exit(2)
+
+
+def _write_data_files(report, out: Path, seed: int, verbose: bool) -> None:
+    from classify_job.cli.console import stdout
+    from classify_job.train.dataplots import write_data_files
+
+    written = run(lambda: write_data_files(report, out, seed), verbose)
+    stdout.print(
+        f"Data files in {out}: {written.samples.name}, {written.class_balance.name}, "
+        f"{written.near_duplicates.name} ({written.duplicate_pairs} pairs), "
+        f"{written.suspects.name} ({written.suspect_rows} rows)",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
 
 
 @app.command()
@@ -183,3 +217,65 @@ def calibrate(
     stdout.print(
         f"Recalibrated bundle: {out} ({spec.calibration['calibration_id']})", markup=False, soft_wrap=True
     )
+
+
+@app.command()
+def tune(
+    data: Annotated[Path | None, typer.Argument(help="Folder dataset: one subfolder per class.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Bundle directory for the best model.")
+    ] = None,
+    trials: Annotated[int | None, typer.Option(help="Most trials to run. [default: 20]")] = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Time for the search, feature extraction included. [default: 30]")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML job file with [train] and [tune] tables.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs of each trial's head.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size. [default: 224]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for splits, search and training.")] = None,
+    val_split: Annotated[float | None, typer.Option(help="Fraction held out to score trials.")] = None,
+    test_split: Annotated[float | None, typer.Option(help="Fraction held out for the final test.")] = None,
+    target_precision: Annotated[
+        float | None, typer.Option(help="Precision auto-accepted labels must reach. [default: 0.95]")
+    ] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite", help="Replace an existing bundle in --out.")
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Search the fine-tuning settings with keras-tuner within a time budget, then train the best.
+
+    Head trials (learning rate, dropout, width, augmented views) reuse cached backbone features;
+    trials that change the features (augmentation strength, fine-tuned blocks) cost more and are
+    charged in full. Writes the bundle, trials.csv and trials.png to --out.
+    """
+    from classify_job.train.config import TrainConfig
+    from classify_job.train.tune import TuneConfig
+
+    def resolved() -> TuneConfig:
+        base = TrainConfig.resolve(
+            config, data_dir=data, out_dir=out, arch="efficientnet_lite0", epochs=epochs,
+            image_size=image_size, seed=seed, val_split=val_split, test_split=test_split,
+            target_precision=target_precision, overwrite=overwrite,
+        )  # fmt: skip
+        return TuneConfig.resolve(config, base, trials=trials, budget_minutes=budget_minutes)
+
+    run(lambda: _tune(resolved()), verbose)
+
+
+def _tune(config) -> None:
+    from classify_job.cli.console import evaluation_table, stdout, trials_table
+    from classify_job.train.tune import tune
+
+    result = tune(config)
+    stdout.print(trials_table(result.trials))
+    stdout.print(evaluation_table(result.train.report))
+    stdout.print(
+        f"Best trial {result.best['trial']} (val_loss {result.best['val_loss']:.4f}); search "
+        f"{result.search_s:.0f} s of a {config.budget_minutes:g}-minute budget, final training "
+        f"{result.final_s:.0f} s.\nBundle: {result.train.bundle_dir} ({result.train.spec.model_id}), "
+        f"with trials.csv and trials.png",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip

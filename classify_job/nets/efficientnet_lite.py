@@ -126,8 +126,11 @@ def build_backbone(
     return keras.Model(inputs, features, name="efficientnet_lite0")
 
 
-def build_classifier(backbone: keras.Model, num_classes: int, dropout: float = 0.2) -> keras.Model:
-    """Backbone + dropout + softmax ``predictions`` layer; the backbone stays a nested model.
+def build_classifier(
+    backbone: keras.Model, num_classes: int, dropout: float = 0.2, head_width: int = 0
+) -> keras.Model:
+    """Backbone + dropout (+ a ReLU ``head_hidden`` layer of ``head_width`` units, when not 0) +
+    softmax ``predictions`` layer; the backbone stays a nested model.
 
     The backbone is called with ``training=False`` so its BatchNorm statistics stay frozen even
     when it is unfrozen for fine-tuning (as the Keras transfer-learning guide advises).
@@ -136,9 +139,19 @@ def build_classifier(backbone: keras.Model, num_classes: int, dropout: float = 0
         raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
     inputs = keras.Input(backbone.input_shape[1:], name="pixels")
     x = backbone(inputs, training=False)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier")
+    for layer in head_layers(num_classes, dropout, head_width):
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{backbone.name}_classifier")
+
+
+def head_layers(num_classes: int, dropout: float, head_width: int = 0) -> list[keras.layers.Layer]:
+    """The classifier's head, features to probabilities: the layers and names every head shares."""
+    hidden = [keras.layers.Dense(head_width, activation="relu", name="head_hidden")] if head_width else []
+    return [
+        keras.layers.Dropout(dropout, name="head_dropout"),
+        *hidden,
+        keras.layers.Dense(num_classes, activation="softmax", name="predictions"),
+    ]
 
 
 def build_imagenet_classifier(

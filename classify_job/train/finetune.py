@@ -27,17 +27,17 @@ from classify_job.config import build, check
 from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
-from classify_job.train.augment import AugmentConfig, build_augmentation
+from classify_job.train.augment import build_augmentation
 from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.fit import EpochInfo, Fitted, fit, monitor_metric
+from classify_job.train.heads import fit_head, out_of_fold, penultimate
 from classify_job.versions import package_version
 
 log = logging.getLogger(__name__)
 
 BACKBONE = "efficientnet_lite0"  # the nested backbone model's name inside the classifier
-NO_AUGMENT = AugmentConfig("none", 0.0, 0.0, 0.0, 0.0, 0.0)
 NUM_BLOCKS = len(block_specs())
 
 
@@ -51,7 +51,8 @@ class FinetuneOptions:
     0 skips phase 2. Rates derive from ``TrainConfig.learning_rate``: the head alone trains at
     ``head_lr_factor`` times it (a linear head on fixed features converges ~10x faster than a 1e-3
     rate allows in 30 short epochs), phase 2 at ``fine_tune_lr_factor`` times it, for up to
-    ``fine_tune_epochs``.
+    ``fine_tune_epochs``. ``head_width``: units of a ReLU layer between the features and the
+    softmax (0: none, the softmax sits on the features).
     """
 
     dropout: float = 0.2
@@ -61,6 +62,7 @@ class FinetuneOptions:
     fine_tune_epochs: int = 10
     fine_tune_lr_factor: float = 0.1
     feature_batch_size: int = 64
+    head_width: int = 0
 
     def __post_init__(self) -> None:
         check(
@@ -73,6 +75,7 @@ class FinetuneOptions:
                 "fine_tune_epochs": (self.fine_tune_epochs >= 1, ">= 1"),
                 "fine_tune_lr_factor": (0.0 < self.fine_tune_lr_factor <= 1.0, "in (0, 1]"),
                 "feature_batch_size": (self.feature_batch_size >= 1, ">= 1"),
+                "head_width": (self.head_width >= 0, ">= 0 (0: no hidden layer)"),
             },
         )
 
@@ -91,7 +94,7 @@ def build_pretrained_classifier(
     parsed = FinetuneOptions.from_dict(options)
     backbone = pretrained.pretrained_backbone(image_size, fast=True)
     backbone.trainable = False
-    return build_classifier(backbone, num_classes, parsed.dropout)
+    return build_classifier(backbone, num_classes, parsed.dropout, parsed.head_width)
 
 
 def fit_pretrained(
@@ -102,78 +105,50 @@ def fit_pretrained(
     on_epoch: Callable[[EpochInfo], None] | None = None,
     callbacks: Sequence[Any] = (),
 ) -> Fitted:
-    """Phase 1 (head on cached features), then phase 2 if asked.
+    """Cache the backbone's features of every image, then :func:`fit_on_features`."""
+    started = time.perf_counter()
+    options = FinetuneOptions.from_dict(config.arch_options)
+    features = cache_features(net.get_layer(BACKBONE), data, config, options)
+    seconds = round(time.perf_counter() - started, 1)
+    return fit_on_features(net, data, features, config, weights, on_epoch, callbacks, seconds)
+
+
+def fit_on_features(
+    net: keras.Model,
+    data: TrainingData,
+    features: TrainingData,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+    feature_seconds: float | None = None,
+    calibration: bool = True,
+) -> Fitted:
+    """Phase 1 (the head on cached ``features``), then phase 2 on ``data``'s pixels if asked.
 
     Rows carry a ``phase`` column and epochs numbered across both phases; the phase whose best
     epoch has the lower validation loss (training loss without a validation split) is kept. When
-    phase 1 is kept, the cached features also give every training image an out-of-fold prediction
-    (``FOLDS`` heads, each trained without that image) for calibration, at little cost.
+    phase 1 is kept and ``calibration`` is on, the cached features also give every training image
+    an out-of-fold prediction (``FOLDS`` heads, each trained without that image), at little cost.
     """
     options = FinetuneOptions.from_dict(config.arch_options)
     total = config.epochs + (options.fine_tune_epochs if options.fine_tune_blocks else 0)
-    started = time.perf_counter()
-    features = cache_features(net.get_layer(BACKBONE), data, config, options)
-    feature_seconds = time.perf_counter() - started
     head_hook = _shifted(on_epoch, 0, total)
-    history = _phase(1, fit_head(net, features, config, weights, options, head_hook, callbacks))
-    facts = {"feature_extraction_s": round(feature_seconds, 1), "kept_phase": 1}
+    rows = fit_head(net, features, config, weights, options.head_lr_factor, head_hook, callbacks)
+    history = _phase(1, rows)
+    facts = {"feature_extraction_s": feature_seconds, "kept_phase": 1}
     if options.fine_tune_blocks:
         hook = _shifted(on_epoch, len(history), total)
         rows, facts["kept_phase"] = _phase_two(net, data, config, weights, options, history, hook, callbacks)
         history += rows
     facts = {"pretrained": {**weights_provenance(), **facts}}
-    if facts["pretrained"]["kept_phase"] != 1:  # phase 2 moved the backbone: the cached features are stale
+    if facts["pretrained"]["kept_phase"] != 1 or not calibration:  # phase 2 made the features stale
         return Fitted(history, facts)
     clean = len(data.train)  # the cached training features start with the unaugmented view
-    reference = HeldOut(
-        np.zeros((clean, 0)), data.train.labels, features.train.images[:clean], "cached training features"
-    )
-    return Fitted(history, facts, out_of_fold(net, features, clean, config, weights, options), reference)
-
-
-FOLDS = 5
-
-
-def out_of_fold(
-    net: keras.Model,
-    features: TrainingData,
-    clean: int,
-    config: TrainConfig,
-    weights,
-    options: FinetuneOptions,
-) -> HeldOut | None:
-    """Predictions for every training image from a head that never saw it, plus the validation
-    split through the trained head: calibration data on the model's own features."""
-    x, y = features.train.images[:clean], features.train.labels[:clean]
-    if len(y) < 2 * FOLDS:
-        return None
-    fold = np.random.default_rng(config.seed).permutation(len(y)) % FOLDS
-    probs = np.zeros((len(y), net.output_shape[-1]), np.float32)
-    for k in range(FOLDS):
-        head = _fresh_head(net.output_shape[-1], options.dropout)
-        part = dataclasses.replace(features, train=LoadedSplit(x[fold != k], y[fold != k], ()))
-        fit_head_model(head, part, config, weights, options)
-        probs[fold == k] = np.asarray(head.predict(x[fold == k], batch_size=256, verbose=0))
-    sources = [HeldOut(probs, y, x, f"{FOLDS}-fold out-of-fold predictions on cached training features")]
-    if len(features.val):
-        val_probs = np.asarray(head_model(net).predict(features.val.images, batch_size=256, verbose=0))
-        sources.append(HeldOut(val_probs, features.val.labels, features.val.images, "the validation split"))
-    return HeldOut(
-        np.concatenate([s.probs for s in sources]),
-        np.concatenate([s.labels for s in sources]),
-        np.concatenate([s.features for s in sources]),
-        " and ".join(s.source for s in sources),
-    )
-
-
-def _fresh_head(classes: int, dropout: float) -> keras.Model:
-    return keras.Sequential(
-        [
-            keras.Input((FEATURES,)),
-            keras.layers.Dropout(dropout),
-            keras.layers.Dense(classes, activation="softmax"),
-        ]
-    )
+    penult = penultimate(net, features.train.images[:clean])
+    reference = HeldOut(np.zeros((clean, 0)), data.train.labels, penult, "cached training features")
+    head = {"dropout": options.dropout, "width": options.head_width, "lr_factor": options.head_lr_factor}
+    return Fitted(history, facts, out_of_fold(net, features, clean, config, weights, head), reference)
 
 
 def _phase_two(
@@ -266,37 +241,6 @@ def extract_features(
         padded[: len(batch)] = batch
         out[start : start + len(batch)] = features_of(padded)[: len(batch)]
     return out
-
-
-def fit_head(
-    net: keras.Model,
-    features: TrainingData,
-    config: TrainConfig,
-    weights: dict[int, float] | None,
-    options: FinetuneOptions,
-    on_epoch: Callable[[EpochInfo], None] | None = None,
-    callbacks: Sequence[Any] = (),
-) -> list[dict[str, float]]:
-    """Train the classifier's own dropout + softmax layers on cached features, with :func:`fit`'s
-    optimizer, early stopping and rate reduction; augmentation already lives in the cached views."""
-    return fit_head_model(head_model(net), features, config, weights, options, on_epoch, callbacks)
-
-
-def fit_head_model(
-    head, features, config, weights, options, on_epoch=None, callbacks=()
-) -> list[dict[str, float]]:
-    """Fit a head (features -> probabilities) at the head's learning rate, without augmentation."""
-    head_config = dataclasses.replace(
-        config, augment=NO_AUGMENT, learning_rate=config.learning_rate * options.head_lr_factor
-    )
-    return fit(head, features, head_config, weights, on_epoch, callbacks)
-
-
-def head_model(net: keras.Model) -> keras.Model:
-    """Features -> probabilities through the classifier's head layers (shared, not copied)."""
-    inputs = keras.Input((FEATURES,), name="features")
-    outputs = net.get_layer("predictions")(net.get_layer("head_dropout")(inputs))
-    return keras.Model(inputs, outputs, name="head")
 
 
 def fine_tune(

@@ -43,6 +43,26 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: Path, best: 
     save_figure(fig, path)
 
 
+def plot_accuracy_against_time(
+    history: Sequence[dict[str, float]], path: Path, test_accuracy: float | None = None, best: int = 0
+) -> None:
+    """Training and validation accuracy against the wall time the epochs took (minutes since the
+    first started), and the test accuracy of the weights kept (those of epoch ``best``)."""
+    plt = pyplot()
+    minutes = np.cumsum([row["seconds"] for row in history]) / 60
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, label in (("accuracy", "training (augmented)"), ("val_accuracy", "validation")):
+        if history and name in history[0]:
+            ax.plot(minutes, [row[name] for row in history], "-o", ms=3, label=label)
+    if test_accuracy is not None and history:
+        at = minutes[best - 1] if 0 < best <= len(minutes) else minutes[-1]
+        ax.plot([at], [test_accuracy], "*", ms=12, color="tab:red", label=f"test {test_accuracy:.2%}")
+    ax.set(xlabel="minutes of training", ylabel="accuracy", title="Accuracy against wall time")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    save_figure(fig, path)
+
+
 def plot_confusion(report: EvaluationReport, path: Path) -> None:
     """Row-normalised confusion matrix; cells show the rate and, for <= 20 classes, the count."""
     plt = pyplot()
@@ -112,4 +132,27 @@ def plot_reliability(before: list[dict], after: list[dict], path: Path) -> None:
     )
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_trials(records: list[dict], budget_s: float, path: Path) -> None:
+    """Each trial's validation loss at the time it started, by kind; the best so far; the budget."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    done = [r for r in records if r["status"] == "ok"]
+    for kind, marker in (("head", "o"), ("features", "s"), ("fine-tune", "^")):
+        mine = [r for r in done if r["kind"] == kind]
+        if mine:
+            ax.scatter([r["started_at_s"] / 60 for r in mine], [r["val_loss"] for r in mine],
+                       marker=marker, label=f"{kind} ({len(mine)})")  # fmt: skip
+    if done:
+        ends = sorted((r["started_at_s"] + r["seconds"], r["val_loss"]) for r in done)
+        best = np.minimum.accumulate([loss for _, loss in ends])
+        ax.step([t / 60 for t, _ in ends], best, where="post", color="black", lw=1, label="best so far")
+    skipped = sum(r["status"] == "over budget" for r in records)
+    ax.axvline(budget_s / 60, color="grey", linestyle=":", label=f"budget ({skipped} trials over it)")
+    ax.set(xlabel="minutes since the search started", ylabel="best validation loss",
+           title="Tuning trials")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend()
     save_figure(fig, path)

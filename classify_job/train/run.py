@@ -58,17 +58,19 @@ def train(
     config: TrainConfig,
     on_epoch: Callable[[EpochInfo], None] | None = None,
     callbacks: Sequence[Any] = (),
+    data: TrainingData | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``config.data_dir`` and write the bundle into ``config.out_dir``.
 
     ``on_epoch`` is called after every epoch (for progress displays); ``callbacks`` are extra Keras
-    callbacks (for per-batch progress).
+    callbacks (for per-batch progress); ``data`` is the folder already decoded by
+    :func:`prepare_data` with this config (tuning decodes it once for every trial).
     """
     started = time.perf_counter()
     config = configure(config)
-    _check_out_dir(config)
+    check_out_dir(config)
     set_seeds(config.seed)
-    data = prepare_data(config)
+    data = prepare_data(config) if data is None else data
     weights = choose_class_weights(data.train.labels, len(data.index.classes), config.class_weighting)
     net = build_model(
         config.arch, len(data.index.classes), config.image_size, config.color_mode, config.arch_options
@@ -104,7 +106,7 @@ def _export(bundle_dir: Path, spec: BundleSpec) -> tuple[BundleSpec, str | None]
         return spec, str(exc)
 
 
-def _check_out_dir(config: TrainConfig) -> None:
+def check_out_dir(config: TrainConfig) -> None:
     if (config.out_dir / SPEC_FILE).exists() and not config.overwrite:
         raise OutputError(f"{config.out_dir} already holds a model bundle; choose another --out or overwrite")
     try:

@@ -25,14 +25,9 @@ NO_AUGMENT = AugmentConfig("none", 0, 0, 0, 0, 0)
 CHEAP_AUGMENT = AugmentConfig(rotation=0.0, zoom=0.0)  # no resampling: compiles in a second
 
 
-@pytest.fixture(scope="module")
-def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrained.import_pretrained(tmp_path_factory.mktemp("weights")).parent
-
-
 @pytest.fixture(autouse=True)
-def _use_cache(weights_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLASSIFY_JOB_CACHE", str(weights_cache))
+def _use_cache(lite0_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLASSIFY_JOB_CACHE", str(lite0_weights))
 
 
 def lite_config(data: Path, out: Path, **kwargs) -> TrainConfig:

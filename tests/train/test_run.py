@@ -101,6 +101,7 @@ def test_train_writes_a_loadable_bundle_with_reports(tiny_tree, tmp_path):
         "metrics.json",
         "history.csv",
         "training_curves.png",
+        "accuracy_vs_time.png",
         "README.md",
     }
     assert expected | {"confusion_matrix.png", "confusion_matrix.csv", "misclassified.csv"} <= names
