@@ -58,6 +58,36 @@ RULE = (
 
 
 @dataclass(frozen=True)
+class TagJob:
+    """``classify-job tag``'s settings, from flags or a ``[tag]`` job-file table."""
+
+    out: Path
+    catalog: Path
+    key_column: str
+    key_from: str
+    dest: Path | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    margin: float = DEFAULT_MARGIN
+
+    def __post_init__(self) -> None:
+        for name in ("out", "catalog", "dest"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
+    @classmethod
+    def resolve(cls, job_file: Path | None = None, **flags: Any) -> TagJob:
+        from classify_job.config import resolve
+
+        required = {
+            "out": "OUT",
+            "catalog": "--catalog",
+            "key_column": "--key-column",
+            "key_from": "--key-from",
+        }
+        return resolve(cls, job_file, "tag", required, **flags)
+
+
+@dataclass(frozen=True)
 class TagResult:
     """Where :func:`tag_catalog` wrote its files, and what it counted."""
 

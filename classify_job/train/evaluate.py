@@ -36,6 +36,27 @@ REPORT_FILES = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class EvaluateJob:
+    """``classify-job evaluate``'s settings, from flags or an ``[evaluate]`` job-file table."""
+
+    bundle: Path
+    data: Path
+    out: Path | None = None
+    split: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("bundle", "data", "out"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
+    @classmethod
+    def resolve(cls, job_file: Path | None = None, **flags: Any) -> EvaluateJob:
+        from classify_job.config import resolve
+
+        return resolve(cls, job_file, "evaluate", {"bundle": "BUNDLE", "data": "DATA"}, **flags)
+
+
 def evaluate(
     bundle_dir: str | os.PathLike,
     data: str | os.PathLike | tuple[np.ndarray, np.ndarray],
