@@ -14,8 +14,8 @@ TRAIN_ARGS ?= --arch efficientnet_lite0
 
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: install install-airflow classify demo train check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
-	bench-finetune bench-fashion-mnist bench-calibration report test test-slow test-all lint format clean
+.PHONY: install install-airflow classify demo train tune check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
+	bench-finetune bench-fashion-mnist bench-calibration bench-loop report test test-slow test-all lint format clean
 
 install: $(STAMP)
 
@@ -45,8 +45,11 @@ demo: install  ## the zero-argument path from scratch: regenerate, retrain, recl
 train: install  ## make train DATA=photos/ NAME=jeans [ARGS="--arch cnn --epochs 20"]
 	$(BIN)/classify-job train $(DATA) --out models/$(NAME) $(TRAIN_ARGS) $(ARGS)
 
-check-data: install  ## make check-data DATA=photos/
-	$(BIN)/classify-job check-data $(DATA)
+tune: install  ## make tune DATA=photos/ NAME=jeans [ARGS="--trials 20 --budget-minutes 30"]
+	$(BIN)/classify-job tune $(DATA) --out models/$(NAME) $(ARGS)
+
+check-data: install  ## make check-data DATA=photos/ [ARGS="--out checks/"]
+	$(BIN)/classify-job check-data $(DATA) $(ARGS)
 
 evaluate: install  ## make evaluate MODEL=models/NAME DATA=photos/
 	$(BIN)/classify-job evaluate $(MODEL) $(DATA)
@@ -69,6 +72,9 @@ bench-finetune: install  ## fine-tune wall time and accuracy: sample data and a 
 
 bench-calibration: install  ## accepted-label precision, share accepted, unfamiliar images accepted, ECE, AUROC (JSON)
 	$(BIN)/python benchmarks/bench_calibration.py $(ARGS)
+
+bench-loop: install  ## held-out accuracy bought by 100 reviewed images: review queue vs random (JSON)
+	$(BIN)/python benchmarks/bench_loop.py $(ARGS)
 
 bench-fashion-mnist: install  ## CNN from scratch on Fashion-MNIST, official test split (JSON)
 	$(BIN)/python benchmarks/bench_fashion_mnist.py
