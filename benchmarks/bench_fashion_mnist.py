@@ -1,9 +1,10 @@
 """Fashion-MNIST through the ordinary folder-dataset training path; test accuracy on the official 10k.
 
-Run: .venv/bin/python benchmarks/bench_fashion_mnist.py [--epochs 18] [--out models/fashion-mnist-cnn]
-Expected: one-off export of 70,000 PNGs (~10 s), decoding them (~12 s), then ~105-120 s per epoch
-on 2 quiet CPU cores (more when they are shared); prints one JSON object. Measured: 93.24% test
-accuracy, macro F1 0.932, 18 epochs in 47 min with another training job on the same two cores.
+Run: make bench-fashion-mnist  (or .venv/bin/python benchmarks/bench_fashion_mnist.py [--epochs N])
+The recipe is jobs/fashion-mnist-cnn.toml: what `classify-job train --config` reads. Expected: a
+one-off export of 70,000 PNGs (~10 s), decoding them (~22 s), then 120-150 s per epoch on 2 CPU
+cores; prints one JSON object (test accuracy, wall time, seconds per epoch, the accuracy-against-
+time curve, the processor). Measured on an AMD EPYC: 92.91% after 13 epochs in 32.5 minutes.
 The data comes from the Debian package ``dataset-fashion-mnist``; as root the script installs it.
 """
 
@@ -22,15 +23,19 @@ from pathlib import Path
 import classify_job  # noqa: F401  sets the JAX backend before keras is imported
 
 # isort: split
+from common import machine
+
 from classify_job.errors import ClassifyJobError
 from classify_job.runtime import setup_logging
 from classify_job.samples import fashion_mnist
-from classify_job.train.augment import AugmentConfig
 from classify_job.train.config import TrainConfig
 from classify_job.train.fit import EpochInfo
 from classify_job.train.run import train
 
-TARGET_ACCURACY = 0.93
+JOB_FILE = Path(__file__).resolve().parents[1] / "jobs" / "fashion-mnist-cnn.toml"
+TARGET_ACCURACY = 0.94  # issue 15: >= 94.0% in <= 30 minutes; the floor is 93.5%
+FLOOR_ACCURACY = 0.935
+BUDGET_S = 30 * 60
 
 
 def ensure_dataset(source: Path) -> None:
@@ -49,31 +54,17 @@ def ensure_dataset(source: Path) -> None:
 
 
 def benchmark_config(args: argparse.Namespace) -> TrainConfig:
-    """The recipe: grayscale 28x28, flips and +-2 px shifts, AdamW with warm-up and cosine decay.
+    """The recipe of jobs/fashion-mnist-cnn.toml (what ``train --config`` reads), with the flags given.
 
-    Early stopping is effectively off (patience = epochs) because the cosine schedule is tuned to
-    the epoch budget; the best epoch by validation loss is still the one kept.
+    Early stopping stays off (patience = epochs) because the cosine schedule is sized to the epoch
+    budget; the best epoch by validation loss is still the one kept.
     """
-    return TrainConfig(
-        data_dir=args.data_dir,
-        out_dir=args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        image_size=(28, 28),
-        color_mode="grayscale",
-        seed=args.seed,
-        val_split=args.val_split,
-        test_split=0.0,  # the official test/ folder is the test split
-        learning_rate=args.learning_rate,
-        weight_decay=5e-4,
-        lr_schedule="cosine",
-        warmup_epochs=1,
-        patience=args.epochs,
-        augment=AugmentConfig(
-            flip="horizontal", rotation=0.0, zoom=0.0, translate=2 / 28, contrast=0, brightness=0
-        ),
-        overwrite=True,
-    )
+    flags = {
+        "data_dir": args.data_dir, "out_dir": args.out, "epochs": args.epochs,
+        "batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
+    }  # fmt: skip
+    config = TrainConfig.resolve(JOB_FILE, **flags)
+    return config.with_overrides(patience=config.epochs)
 
 
 def print_epoch(info: EpochInfo) -> None:
@@ -89,11 +80,10 @@ def print_epoch(info: EpochInfo) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=18)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument("--val-split", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="default: the job file's (13)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--source", type=Path, default=fashion_mnist.DEFAULT_DIR)
     parser.add_argument("--data-dir", type=Path, default=Path(".cache/fashion-mnist"))
     parser.add_argument("--out", type=Path, default=Path("models/fashion-mnist-cnn"))
@@ -108,6 +98,17 @@ def main() -> None:
     except ClassifyJobError as exc:
         sys.exit(f"error: {exc}")
     report = result.report
+    minutes = 0.0
+    curve = []
+    for row in result.history:
+        minutes += row["seconds"] / 60
+        curve.append(
+            {
+                "epoch": row["epoch"],
+                "minutes": round(minutes, 2),
+                "val_accuracy": round(row["val_accuracy"], 4),
+            }
+        )
     print(
         json.dumps(
             {
@@ -115,7 +116,8 @@ def main() -> None:
                 "test_macro_f1": round(report.macro_f1, 4),
                 "test_loss": round(report.loss, 4),
                 "test_images": report.num_images,
-                "target_met": report.accuracy >= TARGET_ACCURACY,
+                "target_met": report.accuracy >= TARGET_ACCURACY and result.wall_time_s <= BUDGET_S,
+                "floor_met": report.accuracy >= FLOOR_ACCURACY and result.wall_time_s <= BUDGET_S,
                 "epochs_run": len(result.history),
                 "best_epoch": result.best_epoch,
                 "seconds_per_epoch": round(result.seconds_per_epoch, 1),
@@ -124,6 +126,8 @@ def main() -> None:
                 "total_wall_time_s": round(time.perf_counter() - started, 1),
                 "split_sizes": result.split_sizes,
                 "worst_class": report.worst_class,
+                "accuracy_against_time": curve,
+                "machine": machine(),
                 "model_id": result.spec.model_id,
                 "bundle": str(result.bundle_dir),
             },

@@ -53,6 +53,8 @@ def test_shipped_job_files_are_valid():
     assert EvaluateJob.resolve(weekly).bundle == promote.bundle == retrain.out_dir
     assert ClassifyConfig.resolve(weekly).model == promote.registry / "current"
     assert TagJob.resolve(weekly).out == ClassifyConfig.resolve(weekly).out
+    scratch = configure(TrainConfig.resolve(ROOT / "jobs" / "fashion-mnist-cnn.toml"))
+    assert (scratch.arch, scratch.image_size, scratch.lr_schedule) == ("cnn", (28, 28), "cosine")
     crontab = (ROOT / "jobs" / "cron" / "crontab").read_text()
     assert "run-job.sh classify jobs/nightly-catalog.toml" in crontab
     assert "weekly-loop.sh jobs/weekly-retrain.toml" in crontab
