@@ -83,6 +83,39 @@ def model_rate(path: Path, pixels: np.ndarray, threads: int, repeats: int = 5) -
     return round(statistics.median(rates), 1)
 
 
+RUNTIME_RATE = """
+import json, statistics, sys, time
+from pathlib import Path
+import numpy as np
+import classify_job
+from classify_job.bundle import read_spec
+from classify_job.classify.backends import open_backend
+bundle, runtime = Path(sys.argv[1]), sys.argv[2]
+pixels = np.load(sys.argv[3])
+backend = open_backend(bundle, read_spec(bundle), runtime, len(pixels), 2)
+backend.predict(pixels)
+rates = []
+for _ in range(5):
+    start = time.perf_counter()
+    backend.predict(pixels)
+    rates.append(len(pixels) / (time.perf_counter() - start))
+print(json.dumps(round(statistics.median(rates), 1)))
+"""
+
+
+def runtime_rates(bundle: Path, pixels: np.ndarray, tmp: Path) -> dict:
+    """Model-only images/s (batch 32, 2 threads, median of 5 after a warm-up) of each runtime
+    classify can use, through classify-job's own back-ends, each in a fresh process: the figures
+    behind --runtime auto's order."""
+    np.save(tmp / "batch.npy", pixels)
+    rates = {}
+    for runtime in ("onnx", "openvino", "keras"):
+        command = [sys.executable, "-c", RUNTIME_RATE, str(bundle), runtime, str(tmp / "batch.npy")]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rates[runtime] = json.loads(out.strip().splitlines()[-1])
+    return rates
+
+
 def decode_ms(paths: list[Path]) -> float:
     """Milliseconds of one core per image for the decode path (draft mode, 224x224)."""
     start = time.process_time()
@@ -135,6 +168,20 @@ def race(tree: Path, bundle: Path, tmp: Path, repeats: int, torch: bool) -> dict
     return result
 
 
+def thread_split(tree: Path, bundle: Path, tmp: Path) -> dict:
+    """Images/s inside the loop for each split of the 2 cores between decoding threads (--workers)
+    and the runtime's threads (--runtime-threads); median of 2 runs each."""
+    rates = {}
+    for workers, threads in ((1, 1), (1, 2), (2, 1), (2, 2), (3, 2)):
+        runs = []
+        for i in range(2):
+            facts = classify(tree, bundle, tmp / f"split-{workers}-{threads}-{i}", "--workers", str(workers),
+                             "--runtime-threads", str(threads))["facts"]  # fmt: skip
+            runs.append(facts["classified"] / facts["timings"]["loop_s"])
+        rates[f"workers={workers},runtime_threads={threads}"] = round(statistics.median(runs), 1)
+    return rates
+
+
 def start_up(tree: Path, bundle: Path, tmp: Path) -> dict:
     runs = [classify(tree, bundle, tmp / f"startup-{i}") for i in range(3)]
     return {"second_run_launch_to_first_batch_s": sorted(r["launch_to_first_batch_s"] for r in runs[1:])[0]}
@@ -150,8 +197,11 @@ def main() -> None:
     bundle = ensure_exports(trees[0])
     with tempfile.TemporaryDirectory() as tmp:
         report = {"machine": machine(), **per_image_bounds(trees[0], bundle)}
+        pixels = np.stack([load_image(p, (224, 224)).pixels for p in sorted(trees[0].rglob("*.jpg"))[:32]])
+        report["model_only_images_per_second_by_runtime"] = runtime_rates(bundle, pixels, Path(tmp))
         report["trees"] = [race(t, bundle, Path(tmp), args.repeats, not args.no_torch) for t in trees]
         report.update(start_up(trees[0], bundle, Path(tmp)))
+        report["inside_loop_images_per_second_by_thread_split"] = thread_split(trees[0], bundle, Path(tmp))
     allowed = report["images_per_second_allowed_on_2_cores"]
     for tree in report["trees"]:
         tree["inside_loop_share_of_allowed"] = round(tree["inside_loop_images_per_second"] / allowed, 3)
