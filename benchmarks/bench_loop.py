@@ -46,8 +46,9 @@ def folders(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     per_class = args.base_per_class + args.pool_per_class
     source = fashion_subset(DATA / f"fmnist-loop-{per_class}-{args.test_per_class}", per_class,
                             args.test_per_class, seed=3)  # fmt: skip
-    base, pool = ROOT / "base", ROOT / "pool"
-    if not (ROOT / ".complete").is_file():
+    base, pool, marker = ROOT / "base", ROOT / "pool", ROOT / ".complete"
+    made_for = f"{args.base_per_class} {args.pool_per_class} {args.test_per_class}\n"
+    if not marker.is_file() or marker.read_text() != made_for:  # other sizes: split again
         shutil.rmtree(ROOT, ignore_errors=True)
         for folder in sorted((source / "train").iterdir()):
             files = sorted(folder.iterdir())
@@ -55,7 +56,7 @@ def folders(args: argparse.Namespace) -> tuple[Path, Path, Path]:
                 target = (base if i < args.base_per_class else pool) / folder.name / file.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, target)
-        (ROOT / ".complete").write_text("ok\n")
+        marker.write_text(made_for)
     return base, pool, source / "test"
 
 
