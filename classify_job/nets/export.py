@@ -14,7 +14,10 @@ runs it about 3x faster than the raw export.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +54,10 @@ def export_onnx(model: keras.Model, path: Path) -> dict[str, Any]:
     spec = keras.InputSpec(shape=(None, *serving.input_shape[1:]), dtype="uint8", name="pixels")
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
         raw = Path(scratch) / "raw.onnx"  # Keras may write the weights beside it as external data
-        serving.export(
-            str(raw), format="onnx", input_signature=[spec], opset_version=ONNX_OPSET, verbose=False
-        )
+        with _converter_logs_quiet():
+            serving.export(
+                str(raw), format="onnx", input_signature=[spec], opset_version=ONNX_OPSET, verbose=False
+            )
         graph = onnx.load(str(raw))
         clips = relu6_to_clip(graph)
         pools = pooling_to_2d(graph)
@@ -63,6 +67,20 @@ def export_onnx(model: keras.Model, path: Path) -> dict[str, Any]:
         onnx.save(graph, str(raw))
         optimise_basic(raw, path)
     return {"opset": ONNX_OPSET, "relu6_clips": clips, "pools_2d": pools, "optimised": "onnxruntime basic"}
+
+
+@contextmanager
+def _converter_logs_quiet() -> Iterator[None]:
+    """jax2onnx logs each step at info level, partly on the root logger: keep that out of a user's
+    output unless they asked for debug logs (--verbose)."""
+    root = logging.getLogger()
+    level = root.level
+    if level > logging.DEBUG:
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def optimise_basic(source: Path, target: Path) -> None:
