@@ -8,11 +8,18 @@ has and fills the rest with nulls, so parts written by different models (differe
 version adds are nullable; a classify run rewrites older parts to the current schema under its
 lock (:func:`upgrade_part`), so pandas and DuckDB, which take the columns from one file, see
 every column in every part.
+
+``predictions/`` holds committed parts and nothing else, so any reader may take the folder whole.
+Parts are written under ``OUT/.tmp/`` (same file system), synced, and renamed in
+(:func:`write_part`, :func:`commit_file`); a part that cannot be read (:func:`check_part`) is
+moved to ``OUT/quarantine/`` by a classify run, never deleted.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from classify_job.atomic import atomic_path
-from classify_job.errors import InputError
+from classify_job.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 PREDICTIONS_DIR = "predictions"
+TMP_DIR = ".tmp"  # parts being written or rewritten: outside predictions/, on the same file system
+QUARANTINE_DIR = "quarantine"  # parts that could not be read, kept for a person to look at
 PART_GLOB = "part-*.parquet"
 METADATA_KEY = b"classify_job"
 TIMESTAMP = pa.timestamp("us", tz="UTC")  # microseconds: what Spark and DuckDB read natively
@@ -94,7 +104,10 @@ def require_predictions(out: Path) -> list[Path]:
 
 def read_part_metadata(part: Path) -> dict[str, Any]:
     """The run facts stored in a part file's footer (run id, start time, model, tree, shard)."""
-    return _facts(pq.read_schema(part))
+    try:
+        return _facts(pq.read_schema(part))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise UnreadablePart(part, exc) from exc
 
 
 def _facts(schema: pa.Schema) -> dict[str, Any]:
@@ -120,15 +133,128 @@ def upgrade_part(part: Path) -> bool:
     file = pq.ParquetFile(part)
     if schema_version(file.schema_arrow) >= SCHEMA_VERSION:
         return False
-    table = file.read()
+    table = read_part(part)
     target = predictions_schema(labels_of(table.schema))
     columns = [
         table.column(f.name) if f.name in table.schema.names else pa.nulls(len(table), f.type) for f in target
     ]
     upgraded = pa.Table.from_arrays(columns, schema=with_facts(target, _facts(table.schema)))
-    with atomic_path(part) as tmp:
-        pq.write_table(upgraded, tmp, compression="zstd")
+    write_part(part, upgraded)
     return True
+
+
+class UnreadablePart(InputError):
+    """A committed part whose bytes are not a readable Parquet file (truncated, bad footer or magic)."""
+
+    def __init__(self, part: Path, reason: object) -> None:
+        super().__init__(
+            f"{part} is unreadable ({reason}); run `classify-job classify` on this output again: "
+            f"it moves the part to {QUARANTINE_DIR}/ and classifies its files again"
+        )
+        self.part = part
+        self.reason = str(reason)
+
+
+def check_part(part: Path) -> pq.FileMetaData:
+    """The footer of ``part``, having checked both magic numbers and that the footer parses: what
+    a reader needs, for the price of one small read per part. UnreadablePart otherwise."""
+    try:
+        with open(part, "rb") as file:
+            head = file.read(4)
+            file.seek(0, os.SEEK_END)
+            size = file.tell()
+            file.seek(max(size - 8, 0))
+            tail = file.read(8)
+            if size < 12 or head != b"PAR1" or tail[4:] != b"PAR1":
+                raise UnreadablePart(part, f"no Parquet magic bytes ({size} bytes)")
+            if int.from_bytes(tail[:4], "little") > size - 12:
+                raise UnreadablePart(part, "footer length beyond the file")
+            file.seek(0)
+            return pq.read_metadata(file)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # ArrowInvalid is a ValueError
+        raise UnreadablePart(part, exc) from exc
+
+
+def read_part(part: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """``part`` (or some of its columns) as a table; UnreadablePart when its pages are damaged."""
+    try:
+        return pq.read_table(part, columns=None if columns is None else list(columns))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise UnreadablePart(part, exc) from exc
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the renames in ``directory`` durable (a rename is only as safe as its directory)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: Path, final: Path) -> None:
+    """Sync the closed file ``tmp``, rename it to ``final`` and sync ``final``'s directory; an
+    OSError (a full disk, a read-only file system) becomes an OutputError and ``tmp`` goes."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot commit {final}: {exc.strerror or exc}") from exc
+
+
+def out_of(part: Path) -> Path:
+    """The output directory a part (committed, or staged by merge) belongs to."""
+    return part.parent.parent
+
+
+def write_part(part: Path, table: pa.Table) -> None:
+    """Write ``table`` as ``part`` whole or not at all: under ``OUT/.tmp/``, synced, renamed in."""
+    tmp = out_of(part) / TMP_DIR / part.name
+    try:
+        tmp.parent.mkdir(exist_ok=True)
+        pq.write_table(table, tmp, compression="zstd")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {part}: {exc.strerror or exc}") from exc
+    commit_file(tmp, part)
+
+
+def delete_part(part: Path) -> None:
+    """Remove a committed part (one that holds no rows); an OSError is an OutputError."""
+    try:
+        part.unlink(missing_ok=True)
+        fsync_dir(part.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot remove {part}: {exc.strerror or exc}") from exc
+
+
+def quarantine_part(part: Path, reason: str) -> Path:
+    """Move an unreadable part to ``OUT/quarantine/`` (a warning says so); returns its new path."""
+    directory = out_of(part) / QUARANTINE_DIR
+    target = directory / part.name
+    try:
+        directory.mkdir(exist_ok=True)
+        n = 1
+        while target.exists():
+            target, n = directory / f"{part.stem}.{n}{part.suffix}", n + 1
+        os.replace(part, target)
+        fsync_dir(part.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot move unreadable {part} to {directory}: {exc.strerror or exc}") from exc
+    log.warning("moved unreadable %s to %s (%s); its files will be classified again", part, target, reason)
+    return target
+
+
+def quarantined_parts(out: Path) -> int:
+    """How many parts wait in ``OUT/quarantine/`` for a person to look at (or delete)."""
+    directory = Path(out) / QUARANTINE_DIR
+    return sum(1 for _ in directory.glob("*.parquet")) if directory.is_dir() else 0
 
 
 def iter_batches(
@@ -137,6 +263,11 @@ def iter_batches(
     """Stream ``columns`` (plus each part's own ``prob_<label>`` columns with ``probs``) of every
     committed part, or of ``parts``, batch by batch: memory stays flat however large OUT is."""
     for part in list_parts(out) if parts is None else parts:
+        yield from _part_batches(part, columns, probs)
+
+
+def _part_batches(part: Path, columns: Sequence[str], probs: bool) -> Iterator[tuple[Path, pa.RecordBatch]]:
+    try:
         file = pq.ParquetFile(part)
         present = set(file.schema_arrow.names)
         missing = [name for name in columns if name not in present]
@@ -149,6 +280,8 @@ def iter_batches(
                     FIXED_FIELDS[name], pa.nulls(batch.num_rows, FIXED_FIELDS[name].type)
                 )
             yield part, batch
+    except (OSError, ValueError, pa.ArrowException) as exc:  # damaged since it was committed
+        raise UnreadablePart(part, exc) from exc
 
 
 def prob_matrix(batch: pa.RecordBatch) -> tuple[list[str], np.ndarray]:

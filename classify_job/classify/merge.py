@@ -1,7 +1,9 @@
 """Combine the outputs of shard runs into one dataset and one summary.
 
 Part files are copied as they are (no re-encoding), after checks that make a silent mistake
-impossible: one model, one input tree, every shard present once, every relpath once.
+impossible: one model, one input tree, every shard present once, every relpath once. The copies
+are synced in a staging folder and swapped in by rename, then indexed; parts without rows are
+left out. A merge that cannot write OUT (read-only, full) is an OutputError and leaves OUT as it was.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from classify_job.classify.index import part_path_hashes
+from classify_job.classify.index import INDEX_DIR, OutputIndex, part_path_hashes
 from classify_job.classify.lock import output_lock
-from classify_job.errors import InputError
-from classify_job.predictions import PREDICTIONS_DIR, list_parts, read_part_metadata, upgrade_part
+from classify_job.errors import InputError, OutputError
+from classify_job.predictions import (
+    PREDICTIONS_DIR,
+    check_part,
+    commit_file,
+    fsync_dir,
+    list_parts,
+    read_part_metadata,
+    upgrade_part,
+)
 from classify_job.report.summary import write_summary
 
 
@@ -36,14 +46,18 @@ def merge_outputs(sources: list[Path], out: Path, allow_missing_shards: bool = F
     Raises InputError when the sources disagree on model or input tree, when a shard is missing
     or given twice, or when a relpath appears in more than one source.
     """
-    parts = {src: _parts_of(src) for src in sources}
+    parts = {src: [p for p in _parts_of(src) if check_part(p).num_rows] for src in sources}
     facts = {src: read_part_metadata(p[-1]) for src, p in parts.items()}
     _check_same(facts, "model_id", "model")
     _check_same(facts, "input_dir", "input directory")
     shards = _check_shards(facts, allow_missing_shards)
     _check_disjoint(parts)
     with output_lock(_make_dir(out)):
-        _replace_predictions(out, [p for src in sources for p in parts[src]])
+        try:
+            _replace_predictions(out, [p for src in sources for p in parts[src]])
+        except OSError as exc:
+            raise OutputError(f"cannot write the merged predictions to {out}: {exc.strerror or exc}") from exc
+        OutputIndex.load(out)  # index the merged parts now, so the next classify reads no rows
         summary = write_summary(out)
     return MergeResult(out, sum(map(len, parts.values())), summary, shards)
 
@@ -95,7 +109,10 @@ def _check_disjoint(parts: dict[Path, list[Path]]) -> None:
 
 
 def _make_dir(out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
     return out
 
 
@@ -104,12 +121,20 @@ def _replace_predictions(out: Path, parts: list[Path]) -> None:
     staging = out / f".{PREDICTIONS_DIR}.merging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    for part in parts:
-        shutil.copy2(part, staging / part.name)
-        upgrade_part(staging / part.name)  # shards written by an earlier version get today's columns
+    try:
+        for part in parts:
+            copy = staging / f".{part.name}"  # staged under a hidden name until it is synced
+            shutil.copy2(part, copy)
+            commit_file(copy, staging / part.name)
+            upgrade_part(staging / part.name)  # shards written by an earlier version get today's columns
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     old = out / f".{PREDICTIONS_DIR}.old"
     shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(out / INDEX_DIR, ignore_errors=True)  # the old parts' index; rebuilt for the new
     if (out / PREDICTIONS_DIR).exists():
         os.replace(out / PREDICTIONS_DIR, old)
     os.replace(staging, out / PREDICTIONS_DIR)
+    fsync_dir(out)
     shutil.rmtree(old, ignore_errors=True)

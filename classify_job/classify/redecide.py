@@ -14,11 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from classify_job.atomic import atomic_path
 from classify_job.classify.index import PartIndex, write_index
 from classify_job.classify.rows import decision_columns, prediction_columns
 from classify_job.decision import DecisionRule
-from classify_job.predictions import labels_of, prob_column, read_part_metadata, with_facts
+from classify_job.predictions import labels_of, prob_column, read_part_metadata, with_facts, write_part
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +61,7 @@ def _redecide_part(path: Path, rule: DecisionRule, model_id: str, top_k: int, fa
         table = table.set_column(table.schema.get_field_index(name), name, merged)
     facts = {**facts, "calibration_id": rule.calibration_id}
     table = table.replace_schema_metadata(with_facts(table.schema, facts).metadata)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    write_part(path, table)  # under OUT/.tmp, synced, renamed in: predictions/ holds whole parts only
     return int(mine.sum())
 
 

@@ -1,6 +1,7 @@
 """The classify job: walk a tree once, skip what is done, decode and predict the rest in batches,
 write Parquet parts as it goes, then tidy up and summarise. Resumable, lock-protected and
-interruptible; a rerun with nothing new loads no model and reads no Parquet."""
+interruptible; a rerun with nothing new loads no model and reads no Parquet rows (one footer a
+part: what cannot be read is quarantined and its files classified again, in the same run)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ import pyarrow.compute as pc
 from classify_job.bundle import BundleSpec, read_spec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.engines import ENGINES
-from classify_job.classify.index import OutputIndex, PartIndex, drop_superseded_rows, remove_rows
+from classify_job.classify.index import (
+    INDEX_DIR,
+    OutputIndex,
+    PartIndex,
+    Quarantined,
+    drop_superseded_rows,
+    remove_rows,
+)
 from classify_job.classify.lock import output_lock
 from classify_job.classify.progress import ProgressCallback, RunProgress
 from classify_job.classify.redecide import redecide
@@ -32,7 +40,13 @@ from classify_job.classify.scan import TreeScan
 from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stale_temp_files
 from classify_job.decision import DecisionRule
 from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
-from classify_job.predictions import PREDICTIONS_DIR, predictions_schema
+from classify_job.predictions import (
+    PREDICTIONS_DIR,
+    TMP_DIR,
+    UnreadablePart,
+    predictions_schema,
+    quarantine_part,
+)
 from classify_job.report.drift import RunHistograms, record_drift
 from classify_job.report.html import REPORT_HTML, write_html_report
 from classify_job.report.summary import (
@@ -84,7 +98,7 @@ def run_classify(
     stop = stop or threading.Event()
     with output_lock(out):
         _reset(out, config.fresh)
-        result = _run_locked(config, out, spec, on_progress or (lambda p: None), stop, started)
+        result = _run_passes(config, out, spec, on_progress or (lambda p: None), stop, started)
     if stop.is_set():
         raise Interrupted(f"stopped after {result.progress.done} files; rerun to resume")
     _check_error_rate(result.summary, config.max_error_rate)
@@ -101,7 +115,7 @@ def _prepare_out(out: Path) -> Path:
 
 def _reset(out: Path, fresh: bool) -> None:
     if fresh:
-        for directory in (PREDICTIONS_DIR, RUNS_DIR):
+        for directory in (PREDICTIONS_DIR, RUNS_DIR, INDEX_DIR, TMP_DIR):
             shutil.rmtree(out / directory, ignore_errors=True)
         (out / PREDICTIONS_DIR).mkdir()
         for name in (SUMMARY_JSON, SUMMARY_MD, REPORT_HTML):
@@ -111,6 +125,20 @@ def _reset(out: Path, fresh: bool) -> None:
         log.info("removed %d unfinished part file(s) left by an interrupted run", removed)
 
 
+def _run_passes(config, out, spec, on_progress, stop, started) -> RunResult:
+    """Run; a part whose footer was fine but whose rows cannot be read (found while re-deciding,
+    pruning or summarising) is quarantined and the run goes again, so its files are redone now."""
+    quarantined: list[Quarantined] = []
+    while True:
+        try:
+            return _run_locked(config, out, spec, on_progress, stop, started, quarantined)
+        except UnreadablePart as exc:
+            if stop.is_set() or exc.part.parent != out / PREDICTIONS_DIR or not exc.part.is_file():
+                raise
+            quarantine_part(exc.part, exc.reason)
+            quarantined.append(Quarantined(exc.part.name, exc.reason, None))
+
+
 def _run_locked(
     config: ClassifyConfig,
     out: Path,
@@ -118,9 +146,11 @@ def _run_locked(
     on_progress: ProgressCallback,
     stop: threading.Event,
     started: float,
+    quarantined: list[Quarantined],
 ) -> RunResult:
     run_id = new_run_id()
     index = OutputIndex.load(out)
+    quarantined = quarantined + index.quarantined
     parts, _ = _supersede(out, index.parts) if (out / SUPERSEDING).exists() else (index.parts, 0)
     rule = DecisionRule.from_bundle(config.model, spec)
     parts, redecided = redecide(parts, rule, spec.model_id, config.top_k)
@@ -135,7 +165,7 @@ def _run_locked(
         extra={"fields": {"event": "run_start", "run_id": run_id, "rows": len(index), "out": str(out)}},
     )
     writer = _part_writer(config, out, spec, run_id)
-    (out / SUPERSEDING).touch()
+    _touch(out / SUPERSEDING)
     engine_facts: dict[str, Any] = {"runtime": None}
     timings = {"startup_s": round(time.monotonic() - started, 3)}
     histograms = RunHistograms(spec.labels, rule.cutoff)  # this run's rows, for drift
@@ -150,9 +180,11 @@ def _run_locked(
     parts, pruned, missing = _missing(scan, parts, config.prune)
     facts = _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, started)
     facts.update(engine_facts, redecided=redecided, calibration_id=rule.calibration_id)
+    facts.update(quarantined=len(quarantined), quarantined_parts=[q.as_dict() for q in quarantined])
     facts.update(record_drift(out, facts, histograms, config.drift_runs, config.drift_min_rows))
     write_run_facts(out, facts)
-    summary = _reports(out, facts, rows_changed=bool(writer.indexes or superseded or pruned or redecided))
+    changed = writer.indexes or superseded or pruned or redecided or quarantined
+    summary = _reports(out, facts, rows_changed=bool(changed))
     return RunResult(run_id, out, progress, superseded, summary, facts)
 
 
@@ -236,18 +268,29 @@ def _missing(scan: TreeScan, parts: list[PartIndex], prune: bool) -> tuple[list[
     if not prune or not missing:
         return parts, 0, missing
     replaced = {part.part: remove_rows(part, mask) for part, mask in gone}
-    return [replaced.get(p.part, p) for p in parts], missing, 0
+    kept = [replaced.get(p.part, p) for p in parts]
+    return [p for p in kept if p is not None], missing, 0  # a part left without rows is deleted
 
 
 def _reports(out: Path, facts: dict[str, Any], rows_changed: bool) -> dict[str, Any]:
-    """Rebuild summary and report when rows changed; otherwise refresh the summary's run facts."""
+    """Rebuild summary and report when rows changed; otherwise refresh the summary's run facts,
+    and rebuild the report if it is missing (its last write failed, or someone deleted it)."""
     if not rows_changed and (summary := refresh_summary(out, facts)) is not None:
+        if not (out / REPORT_HTML).is_file() and any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
+            write_html_report(out, summary)
         return summary
     if not any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
         return {}
     summary = write_summary(out, build_summary(out))
     write_html_report(out, summary)
     return summary
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.touch()
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _expected_files(out: Path) -> int | None:

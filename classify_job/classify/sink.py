@@ -1,17 +1,21 @@
 """Rolling Parquet part files, committed by rename and indexed as they are committed.
 
-Rows go into ``OUT/predictions/.part-*.parquet.tmp`` one row group per batch; a part is renamed
-to ``part-*.parquet`` once closed, so readers (pandas, DuckDB, Spark), which skip dot-files, only
-ever see complete files. A crash loses at most the open part, which the next run redoes.
+Rows go into ``OUT/.tmp/part-*.parquet`` one row group per batch, outside ``predictions/``; a
+part is closed, synced, renamed into ``predictions/`` and its directory synced, then indexed
+(:mod:`classify_job.classify.index`). So ``predictions/`` only ever holds whole parts, whatever
+stops the run: a crash or ``kill -9`` loses at most the open part, and a failed write (a full
+disk) is an OutputError that discards the open part. The next run redoes what was not committed.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +26,22 @@ import pyarrow.parquet as pq
 
 from classify_job.classify.index import PartIndex, index_rows, write_index
 from classify_job.errors import OutputError
-from classify_job.predictions import PREDICTIONS_DIR, with_facts
+from classify_job.predictions import PREDICTIONS_DIR, TMP_DIR, commit_file, with_facts
+
+log = logging.getLogger(__name__)
 
 
 def remove_stale_temp_files(out: Path) -> int:
-    """Delete half-written parts a crashed run left behind; call only while holding the lock."""
+    """Delete half-written parts a crashed run left behind (in ``OUT/.tmp/``, and the
+    ``predictions/.part-*.tmp*`` of earlier versions); call only while holding the lock."""
     stale = list((out / PREDICTIONS_DIR).glob(".part-*.tmp*"))
+    if (out / TMP_DIR).is_dir():
+        stale += list((out / TMP_DIR).iterdir())
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return len(stale)
 
 
@@ -37,7 +49,7 @@ def remove_stale_temp_files(out: Path) -> int:
 class PartWriter:
     """Appends row groups to a part file and commits it every ``rows_per_part`` rows or
     ``commit_every_s`` seconds, so a long run keeps its progress visible and safe. Each committed
-    part is indexed at once (:mod:`classify_job.classify.index`), from the rows in hand."""
+    part is indexed at once, from the rows in hand."""
 
     out: Path
     schema: pa.Schema
@@ -56,32 +68,59 @@ class PartWriter:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._open()
-        self._writer.write_table(table)
+        try:
+            self._writer.write_table(table)
+        except OSError as exc:  # the part may now be inconsistent: none of its rows are kept
+            self.discard()
+            raise OutputError(f"cannot write to {self.out / TMP_DIR}: {exc.strerror or exc}") from exc
         self._index_rows.append(index_rows(table))
         self._rows += table.num_rows
         if self._rows >= self.rows_per_part or time.monotonic() - self._opened_at >= self.commit_every_s:
             self.commit()
 
     def commit(self) -> None:
-        """Close the open part and rename it into the dataset; a no-op when nothing is open."""
+        """Close the open part, sync it and rename it into the dataset, then index it; a no-op
+        when nothing is open. A part without rows is discarded, never committed."""
         if self._writer is None:
             return
-        self._writer.close()
-        final = self._tmp.with_name(self._tmp.name[1:].removesuffix(".tmp"))
-        os.replace(self._tmp, final)
-        self.indexes.append(write_index(final, np.concatenate(self._index_rows)))
+        if self._rows == 0:
+            return self.discard()
+        tmp, rows = self._tmp, np.concatenate(self._index_rows)
+        final = self.out / PREDICTIONS_DIR / tmp.name
+        try:
+            self._writer.close()
+        except OSError as exc:
+            self.discard()
+            raise OutputError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
+        self._reset()
+        commit_file(tmp, final)
+        self.indexes.append(write_index(final, rows))
+
+    def discard(self) -> None:
+        """Drop the open part and its rows (the next run classifies them again)."""
+        if self._writer is not None:
+            with suppress(OSError):
+                self._writer.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            log.warning("discarded the unfinished part %s (%d rows)", self._tmp.name, self._rows)
+        self._reset()
+
+    def _reset(self) -> None:
         self._writer, self._tmp, self._rows, self._index_rows = None, None, 0, []
 
     def _open(self) -> None:
-        directory = self.out / PREDICTIONS_DIR
-        self._tmp = directory / f".part-{self.run_id}-{self._seq:05d}.parquet.tmp"
+        directory = self.out / TMP_DIR
+        self._tmp = directory / f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
         facts = {**self.run_facts, "run_id": self.run_id, "part_opened_at": time.time()}
         schema = with_facts(self.schema, facts)
         try:
+            directory.mkdir(exist_ok=True)
             self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         except OSError as exc:
-            raise OutputError(f"cannot write to {directory}: {exc}") from exc
+            self._tmp = None
+            raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
         self._opened_at = time.monotonic()
 
 

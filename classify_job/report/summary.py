@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from classify_job import atomic
 from classify_job.decision import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
-from classify_job.predictions import iter_batches, read_part_metadata, require_predictions
+from classify_job.predictions import iter_batches, quarantined_parts, read_part_metadata, require_predictions
 from classify_job.report.drift import describe, latest_drift
 from classify_job.runfacts import latest_run
 
@@ -35,14 +35,15 @@ def build_summary(out: Path) -> dict[str, Any]:
     for _, batch in iter_batches(out, _COLUMNS, probs=True, parts=parts):
         totals.add(batch)
     summary = _summary_dict(totals, read_part_metadata(parts[-1]))
-    return with_run_facts(summary, latest_run(out), latest_drift(out))
+    return with_run_facts(out, summary, latest_run(out), latest_drift(out))
 
 
 def with_run_facts(
-    summary: dict[str, Any], facts: dict[str, Any] | None, drift: dict[str, Any] | None = None
+    out: Path, summary: dict[str, Any], facts: dict[str, Any] | None, drift: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``summary`` with the tree facts of the latest run (any run, even one that wrote nothing)
-    and ``drift``, the latest comparison with earlier runs (:mod:`classify_job.report.drift`)."""
+    """``summary`` with the tree facts of the latest run (any run, even one that wrote nothing),
+    ``drift``, the latest comparison with earlier runs (:mod:`classify_job.report.drift`), and
+    the unreadable parts: moved to ``OUT/quarantine/`` by the latest run, and waiting there now."""
     facts = facts or {}
     return {
         **summary,
@@ -50,13 +51,17 @@ def with_run_facts(
         "ignored_extensions": facts.get("ignored_extensions", {}),
         "unlisted_dirs": facts.get("unlisted_dirs", {}),
         "runtime": facts.get("runtime"),
+        "quarantined": facts.get("quarantined", 0),
+        "quarantined_total": quarantined_parts(out),
         "last_run": {k: facts.get(k) for k in LAST_RUN_KEYS} if facts else None,
         "drift": drift,
         "generated_at": _iso(datetime.now(UTC).timestamp()),
     }
 
 
-LAST_RUN_KEYS = ("run_id", "found", "classified", "skipped", "missing", "pruned", "elapsed_s", "complete")
+LAST_RUN_KEYS = (
+    "run_id", "found", "classified", "skipped", "missing", "pruned", "quarantined", "elapsed_s", "complete",
+)  # fmt: skip
 
 
 def write_summary(out: Path, summary: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def refresh_summary(out: Path, facts: dict[str, Any]) -> dict[str, Any] | None:
         stored = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return write_summary(out, with_run_facts(stored, facts, latest_drift(out)))
+    return write_summary(out, with_run_facts(out, stored, facts, latest_drift(out)))
 
 
 class _Totals:
@@ -198,6 +203,12 @@ def _drift_lines(summary: dict[str, Any]) -> list[str]:
 def _tree_lines(summary: dict[str, Any]) -> list[str]:
     """What the latest run saw of the tree beyond the rows: gone, ignored and unlisted."""
     lines = []
+    if summary.get("quarantined_total"):
+        lines.append(
+            f"- {summary['quarantined_total']:,} unreadable part file(s) in `quarantine/` "
+            f"({summary.get('quarantined') or 0} moved there by the latest run, "
+            "which classified their files again)"
+        )
     if summary.get("missing"):
         lines.append(
             f"- {summary['missing']:,} files with a row are gone (`classify --prune` removes their rows)"
