@@ -207,3 +207,21 @@ def test_merge_that_cannot_write_its_copies_is_exit_4_and_leaves_the_old_merge(
     assert sorted(p.name for p in list_parts(target)) == before
     assert len(pd.read_parquet(target / "predictions")) == FILES
     assert not list(target.glob(".predictions.*"))
+
+
+def test_what_a_kill_9_leaves_is_cleaned_or_reindexed_by_the_next_run(config, tree):
+    """A kill can leave an open part in OUT/.tmp, a committed part whose index was not yet
+    written, a temporary index file and the superseding marker: the next run deletes the first,
+    indexes the second from its rows (no file redone), and every file has one row."""
+    run_classify(config)
+    (config.out / TMP_DIR / "part-20990101T000000000000Z-abcdef-00000.parquet").write_bytes(b"PAR1 half")
+    part = list_parts(config.out)[-1]
+    for path in (config.out / INDEX_DIR).glob(f"{part.stem}.*.npy"):
+        path.unlink()
+    (config.out / INDEX_DIR / f".{part.stem}.tmp-999.npy").write_bytes(b"\x93NUMPY half")
+    (config.out / ".superseding").touch()
+    result = run_classify(config)
+    assert result.progress.classified == 0 and result.progress.skipped == FILES
+    assert len(list((config.out / INDEX_DIR).iterdir())) == len(list_parts(config.out))
+    assert not (config.out / ".superseding").exists()
+    assert_every_file_once(config.out, tree)
