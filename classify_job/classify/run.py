@@ -125,7 +125,14 @@ def _reset(out: Path, fresh: bool) -> None:
         log.info("removed %d unfinished part file(s) left by an interrupted run", removed)
 
 
-def _run_passes(config, out, spec, on_progress, stop, started) -> RunResult:
+def _run_passes(
+    config: ClassifyConfig,
+    out: Path,
+    spec: BundleSpec,
+    on_progress: ProgressCallback,
+    stop: threading.Event,
+    started: float,
+) -> RunResult:
     """Run; a part whose footer was fine but whose rows cannot be read (found while re-deciding,
     pruning or summarising) is quarantined and the run goes again, so its files are redone now."""
     quarantined: list[Quarantined] = []
