@@ -19,7 +19,7 @@ import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from classify_job.errors import InputError
 
@@ -31,6 +31,9 @@ DEFAULT_EXTENSIONS = (
 )
 NOT_REGULAR = "not a regular file"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+# Directories deeper than this are closed while their subdirectories are walked and reopened
+# after, so a tree of any depth holds at most this many descriptors (RLIMIT_NOFILE is often 1024).
+OPEN_LEVELS = 64
 
 
 class FileEntry(NamedTuple):
@@ -158,39 +161,108 @@ class _Walker:
         return self._walk(fd, root, text, None if text == prefix else os.fsencode(prefix))
 
     def _walk(self, fd: int, path: str, prefix: str, raw_prefix: bytes | None) -> Iterator[FileEntry]:
-        """Walk the open directory ``fd`` (closed here); ``raw_prefix`` is None while every name
-        so far is valid UTF-8. Files are handled inline: one generator per directory level."""
+        """Depth-first over an explicit stack of directories (no recursion on the Python stack,
+        so any depth walks); ``raw_prefix`` is None while every name so far is valid UTF-8.
+        Files are handled inline; the first subdirectory found pauses its parent's listing."""
+        stack: list[_Dir] = []
         try:
-            if not self._first_visit(fd):
-                return
-            try:
-                with os.scandir(fd) as it:
-                    children = sorted(it, key=lambda e: e.name)
-            except OSError as exc:
-                self._unlisted(prefix, exc)
-                return
-            texts = _child_texts([c.name for c in children])
-            for child, text in zip(children, texts, strict=True):
-                name = child.name
-                if name[0] == "." or (not self.follow and child.is_symlink()):
-                    continue
-                raw = None
-                if raw_prefix is not None or text is not name:
-                    raw = (raw_prefix if raw_prefix is not None else prefix.encode()) + os.fsencode(name)
-                if _is_dir(child, self.follow):
-                    yield from self._subdir(fd, name, f"{path}/{name}", prefix + text + "/", raw)
-                elif (entry := self._file(child, f"{path}/{name}", prefix + text, raw)) is not None:
-                    yield entry
+            self._push(stack, fd, "", path, prefix, raw_prefix)
+            while stack:
+                top = stack[-1]
+                path, prefix, raw_prefix = top.path, top.prefix, top.raw_prefix
+                for child, text in top.children:
+                    name = child.name
+                    if name[0] == "." or (not self.follow and child.is_symlink()):
+                        continue
+                    raw = None
+                    if raw_prefix is not None or text is not name:
+                        raw = (raw_prefix if raw_prefix is not None else prefix.encode()) + os.fsencode(name)
+                    if _is_dir(child, self.follow):
+                        if self._descend(stack, name, f"{path}/{name}", prefix + text + "/", raw):
+                            break
+                    elif (entry := self._file(child, f"{path}/{name}", prefix + text, raw)) is not None:
+                        yield entry
+                else:
+                    self._pop(stack)
         finally:
-            os.close(fd)
+            for level in stack:
+                if level.fd is not None:
+                    os.close(level.fd)
 
-    def _subdir(self, fd: int, name: str, path: str, prefix: str, raw: bytes | None) -> Iterator[FileEntry]:
+    def _descend(self, stack: list[_Dir], name: str, path: str, prefix: str, raw: bytes | None) -> bool:
+        """Open subdirectory ``name`` of the top of ``stack`` and push it; False if it is not walked.
+        Past :data:`OPEN_LEVELS` the parent's descriptor is closed meanwhile (see :meth:`_pop`)."""
+        parent = stack[-1]
         try:
-            sub = os.open(name, _DIR_FLAGS | (0 if self.follow else os.O_NOFOLLOW), dir_fd=fd)
+            sub = os.open(name, _DIR_FLAGS | (0 if self.follow else os.O_NOFOLLOW), dir_fd=parent.fd)
         except OSError as exc:
             self._unlisted(prefix, exc)
-            return iter(())
-        return self._walk(sub, path, prefix, None if raw is None else raw + b"/")
+            return False
+        if not self._push(stack, sub, name, path, prefix, None if raw is None else raw + b"/"):
+            return False
+        if len(stack) > OPEN_LEVELS:
+            os.close(parent.fd)
+            parent.fd = None
+        return True
+
+    def _push(self, stack: list[_Dir], fd: int, name: str, path: str, prefix: str, raw: bytes | None) -> bool:
+        """List the open directory ``fd`` and push it (True), or close it: already visited,
+        excluded or unlistable (False)."""
+        try:
+            ident = self._first_visit(fd)
+            if ident is None:
+                os.close(fd)
+                return False
+            with os.scandir(fd) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            os.close(fd)
+            self._unlisted(prefix, exc)
+            return False
+        texts = _child_texts([c.name for c in children])
+        stack.append(_Dir(fd, ident, name, path, prefix, raw, zip(children, texts, strict=True)))
+        return True
+
+    def _pop(self, stack: list[_Dir]) -> None:
+        """Close the finished top directory; reopen its parent first if that one was closed."""
+        done = stack.pop()
+        try:
+            if stack and stack[-1].fd is None:
+                self._reopen(stack, done.fd)
+        finally:
+            if done.fd is not None:
+                os.close(done.fd)
+
+    def _reopen(self, stack: list[_Dir], child_fd: int | None) -> None:
+        """Reopen the top of ``stack``: as ``..`` of the child just finished, or else (a followed
+        link, a mount, a rename meanwhile) name by name from the deepest open ancestor; its
+        remaining entries are then stat'ed through the new descriptor. A directory that is no
+        longer the one listed gets the rest of its entries counted as unlisted."""
+        level = stack[-1]
+        fd = None if child_fd is None else _open_same(level.ident, "..", child_fd, _DIR_FLAGS)
+        if fd is None:
+            fd = self._reopen_by_names(stack)
+        if fd is None:
+            self._unlisted(level.prefix, OSError(0, "changed while it was being walked"))
+            level.children = iter(())
+            return
+        if not level.rebound:
+            level.children = ((_Rebound(child, level), text) for child, text in level.children)
+            level.rebound = True
+        level.fd = fd
+
+    def _reopen_by_names(self, stack: list[_Dir]) -> int | None:
+        start = max(i for i, level in enumerate(stack) if level.fd is not None)
+        fd = stack[start].fd
+        flags = _DIR_FLAGS | (0 if self.follow else os.O_NOFOLLOW)
+        for level in stack[start + 1 :]:
+            sub = _open_same(level.ident, level.name, fd, flags)
+            if fd != stack[start].fd:
+                os.close(fd)
+            if sub is None:
+                return None
+            fd = sub
+        return fd
 
     def _file(self, child: os.DirEntry, path: str, relpath: str, raw: bytes | None) -> FileEntry | None:
         extension = os.path.splitext(child.name)[1].lower()
@@ -205,19 +277,71 @@ class _Walker:
             return FileEntry(path, relpath, 0, 0, NOT_REGULAR, raw)
         return FileEntry(path, relpath, st.st_size, st.st_mtime_ns, None, raw)
 
-    def _first_visit(self, fd: int) -> bool:
+    def _first_visit(self, fd: int) -> tuple[int, int] | None:
+        """The directory's identity, or None when it is excluded or (following links) seen before."""
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
         if key in self.skip_dirs or (self.follow and key in self.seen):
-            return False
+            return None
         if self.follow:
             self.seen.add(key)
-        return True
+        return key
 
     def _unlisted(self, prefix: str, exc: OSError) -> None:
         reason = exc.strerror or str(exc)
         self.stats.unlisted[prefix.rstrip("/") or "."] = reason
         log.warning("cannot list %s: %s", prefix.rstrip("/") or ".", reason)
+
+
+@dataclass(slots=True)
+class _Dir:
+    """One directory on the walk's stack: its descriptor (None while closed to bound how many are
+    open), identity, name in its parent, and the sorted entries still to visit."""
+
+    fd: int | None
+    ident: tuple[int, int]
+    name: str
+    path: str
+    prefix: str
+    raw_prefix: bytes | None
+    children: Iterator[tuple[Any, str]]
+    rebound: bool = False
+
+
+class _Rebound:
+    """A listed entry of a directory that was closed and reopened: ``os.DirEntry`` keeps the old
+    descriptor's number, so stat through the directory's current descriptor instead."""
+
+    __slots__ = ("_level", "name")
+
+    def __init__(self, entry: os.DirEntry, level: _Dir) -> None:
+        self.name = entry.name
+        self._level = level
+
+    def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+        return os.stat(self.name, dir_fd=self._level.fd, follow_symlinks=follow_symlinks)
+
+    def is_symlink(self) -> bool:
+        try:
+            return stat.S_ISLNK(self.stat(follow_symlinks=False).st_mode)
+        except OSError:
+            return False
+
+    def is_dir(self, follow_symlinks: bool = True) -> bool:
+        return stat.S_ISDIR(self.stat(follow_symlinks=follow_symlinks).st_mode)
+
+
+def _open_same(ident: tuple[int, int], name: str, dir_fd: int, flags: int) -> int | None:
+    """Open ``name`` under ``dir_fd`` if it is still the directory ``ident``; else None."""
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != ident:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _child_texts(names: list[str]) -> list[str]:

@@ -1,9 +1,12 @@
 """The one walker: order, filters, hidden names, symlinks, and what it counts as skipped."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from deeptree import deep_tree, remove_tree
 
 from classify_job.errors import InputError
 from classify_job.walk import WalkStats, iter_files
@@ -75,3 +78,72 @@ def test_missing_root_and_empty_extension_filter_are_input_errors(tmp_path):
         list(iter_files(tmp_path / "nope"))
     with pytest.raises(InputError, match="extension"):
         list(iter_files(tmp_path, extensions=[" "]))
+
+
+@pytest.fixture
+def deep(tmp_path):
+    """A folder for deep trees, removed without recursion (pytest's own clean-up would fail)."""
+    yield tmp_path / "deep"
+    if (tmp_path / "deep").exists():
+        remove_tree(tmp_path / "deep")
+
+
+def deep_order(depth: int) -> list[str]:
+    """The walk's order of :func:`deep_tree`: ``a.jpg`` going down, ``z.jpg`` coming back up."""
+    return [("d/" * i) + "a.jpg" for i in range(depth)] + [
+        ("d/" * i) + "z.jpg" for i in reversed(range(depth))
+    ]
+
+
+def test_a_tree_1500_directories_deep_is_walked_in_order(deep):
+    deep_tree(deep, 1500)
+    stats = WalkStats()
+    assert relpaths(deep, stats=stats) == deep_order(1500)
+    assert not stats.unlisted
+
+
+DEEP_WALK = """
+import resource, sys
+from classify_job.walk import WalkStats, iter_files
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+stats = WalkStats()
+print(sum(1 for _ in iter_files(sys.argv[1], stats=stats)), len(stats.unlisted))
+"""
+
+
+def test_a_deep_tree_holds_a_bounded_number_of_descriptors(deep):
+    """With 128 descriptors allowed, 1500 levels are still all listed (one per level would fail)."""
+    deep_tree(deep, 1500)
+    proc = subprocess.run([sys.executable, "-c", DEEP_WALK, str(deep)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3000", "0"]
+
+
+def test_a_followed_link_deep_in_a_tree_returns_to_its_own_parent(deep):
+    """Past the open-descriptor bound a parent is reopened as the child's ``..``; under a followed
+    link that is the link target's parent, so it is reopened by name instead."""
+    deep_tree(deep / "a", 100)
+    touch(deep, "real/sub/f.jpg")
+    (deep / "a" / ("d/" * 80) / "l").symlink_to(deep / "real")
+    expected = ["a/" + e for e in deep_order(100)]
+    at = expected.index("a/" + "d/" * 80 + "z.jpg")  # after level 80's "d", before its "z.jpg"
+    expected.insert(at, "a/" + "d/" * 80 + "l/sub/f.jpg")
+    assert relpaths(deep, follow_symlinks=True) == expected
+
+
+def test_a_closed_directory_replaced_meanwhile_is_reported_unlisted(deep):
+    """A directory closed while a followed link in it is walked, and replaced meanwhile, is not
+    listed under a name that now means another directory: the rest of it is counted unlisted."""
+    deep_tree(deep / "a", 100)
+    touch(deep, "real/f.jpg")
+    level = deep / "a" / ("d/" * 79)
+    (level / "d" / "l").symlink_to(deep / "real")
+    stats = WalkStats()
+    walk = iter_files(deep, follow_symlinks=True, stats=stats)
+    linked = "a/" + "d/" * 80 + "l/f.jpg"
+    while next(walk).relpath != linked:
+        pass
+    os.rename(level / "d", level / "moved")
+    (level / "d").mkdir()
+    assert [e.relpath for e in walk] == ["a/" + "d/" * i + "z.jpg" for i in reversed(range(80))]
+    assert stats.unlisted == {"a/" + "d/" * 79 + "d": "changed while it was being walked"}
