@@ -13,24 +13,40 @@ NAME   ?= $(notdir $(abspath $(DATA)))
 TRAIN_ARGS ?= --arch efficientnet_lite0
 
 AIRFLOW_VENV := .venv-airflow
+# Installs come from lock files (uv.lock, jobs/airflow/requirements.lock), so every machine and CI
+# get the same versions; pyproject.toml keeps the ranges for people who pip-install the package.
+# uv itself is pinned and lives in its own small env; `make lock` refreshes both locks.
+UV_VERSION := 0.13.9
+TOOLS      := .venv-tools
+UV         := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install install-airflow classify demo train tune check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
+.PHONY: install install-airflow lock classify demo train tune check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
 	bench-finetune bench-fashion-mnist bench-calibration bench-loop report test test-slow test-all lint format clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+# --inexact keeps pip in the env (bench-peers installs its PyTorch file with it); --locked fails
+# when pyproject.toml changed without `make lock`.
+$(STAMP): pyproject.toml uv.lock | $(UV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,ray]'
+	$(UV) sync --quiet --locked --inexact --extra test --extra ray --python $(BIN)/python
 	touch $@
 
 install-airflow: $(AIRFLOW_VENV)/.installed  ## Airflow 3 in its own env, for the DAG tests
 
-$(AIRFLOW_VENV)/.installed: jobs/airflow/requirements.txt
+$(AIRFLOW_VENV)/.installed: jobs/airflow/requirements.lock | $(UV)
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(AIRFLOW_VENV)/bin/pip install --quiet -r jobs/airflow/requirements.txt
+	$(UV) pip sync --quiet --python $(AIRFLOW_VENV)/bin/python jobs/airflow/requirements.lock
 	touch $@
+
+lock: $(UV)  ## re-resolve uv.lock and jobs/airflow/requirements.lock after changing a requirement
+	$(UV) lock
+	$(UV) pip compile --quiet --python-version 3.11 jobs/airflow/requirements.txt -o jobs/airflow/requirements.lock
 
 classify: install  ## no DIR: the built-in sample end to end; else: make classify DIR=photos/ MODEL=models/NAME OUT=out/NAME
 ifeq ($(strip $(DIR)),)
@@ -101,4 +117,4 @@ format: install
 	$(BIN)/ruff check --fix classify_job tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(TOOLS) .pytest_cache .ruff_cache *.egg-info
