@@ -10,6 +10,7 @@ earlier rows lost their file.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -123,12 +124,12 @@ def _has_bytes(part: Path) -> bool:
 
 
 def _exists(root: Path, relpath: str, relpath_bytes: bytes | None) -> bool:
+    """Whether the row's file is still there; a directory by that name now (a file replaced by a
+    folder of the same name) means the file is gone, its row missing and pruned like any other."""
     try:
-        os.lstat(fs_path(root, relpath, relpath_bytes))
-    except FileNotFoundError:
-        return False
-    except NotADirectoryError:
+        st = os.lstat(fs_path(root, relpath, relpath_bytes))
+    except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError:  # cannot tell (a permission problem, a path too long): not missing
         return True
-    return True
+    return not stat.S_ISDIR(st.st_mode)

@@ -102,6 +102,18 @@ def test_prune_removes_the_rows_of_deleted_files(tree, color_bundle, tmp_path):
     assert pruned.summary["files"] == len(files) - 1
 
 
+def test_a_file_that_became_a_directory_is_missing_then_pruned(tree, color_bundle, tmp_path):
+    root, files = tree
+    run_classify(config_for(root, color_bundle, tmp_path / "out"))
+    files["gone"].unlink()
+    files["gone"].mkdir()  # a folder named like the file: the file is gone all the same
+    kept = run_classify(config_for(root, color_bundle, tmp_path / "out"))
+    assert kept.facts["missing"] == 1 and kept.facts["pruned"] == 0
+    pruned = run_classify(config_for(root, color_bundle, tmp_path / "out", prune=True))
+    assert pruned.facts["pruned"] == 1 and pruned.facts["missing"] == 0
+    assert "blue/gone.png" not in set(pd.read_parquet(tmp_path / "out" / "predictions").relpath)
+
+
 def test_shards_and_merge_cover_awkward_names_exactly_once(tree, color_bundle, tmp_path):
     root, files = tree
     outs = [tmp_path / f"shard{k}" for k in range(3)]
