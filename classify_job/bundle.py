@@ -1,7 +1,7 @@
 """Model bundles: a directory with ``model.keras`` and ``bundle.json``, the contract between
 training (which writes them) and classification (which reads them).
 
-The model takes float32 pixels in 0..255 produced by :func:`classify_job.imageio.load_image`
+The model takes uint8 pixels (0..255) as decoded by :func:`classify_job.imageio.load_image`
 and returns class probabilities; any normalisation lives inside the model, so the bundle's
 preprocessing record is complete. ``bundle.json`` keeps keys this version does not know when it
 is rewritten, so bundles written by newer versions lose nothing here.

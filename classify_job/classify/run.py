@@ -83,7 +83,7 @@ def run_classify(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> RunResult:
-    """Classify ``config.input_dir`` into ``config.out``; see the README for the output contract.
+    """Classify ``config.input_dir`` into ``config.out``; see docs/output.md for the output contract.
 
     Raises InputError, BundleError, OutputError or LockHeldError before any work when the
     inputs are wrong; Interrupted when ``stop`` is set (after committing every finished row);

@@ -18,7 +18,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-# Documented in the README; schedulers rely on them.
+# Documented in the README ("Exit codes"); schedulers rely on them.
 EXIT_CODES: dict[type[errors.ClassifyJobError], int] = {
     errors.InputError: 2,
     errors.DatasetError: 2,

@@ -1,4 +1,5 @@
-"""``train``, ``evaluate`` and ``check-data``: folder datasets in, model bundles and reports out."""
+"""``train``, ``evaluate``, ``check-data``, ``export``, ``calibrate`` and ``tune``: folder datasets
+in, model bundles and reports out."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ folder, and the class each task's latest annotation chose, read back from a JSON
 Tasks follow Label Studio's documented import format: ``data`` (the image URL and our own keys,
 which Label Studio keeps and exports again) and ``predictions`` (``model_version``, ``score`` and
 a ``choices`` result). Images are referenced as local files (``/data/local-files/?d=<path>``,
-relative to ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``); the README says how to serve them.
+relative to ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``); docs/learning-loop.md says how to serve them.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classify_job.decision import UnfamiliarScore, calibrate
+from classify_job.decision import UnfamiliarScore
 
 CONFIDENCE = 0.95  # of the one-sided lower bound on precision
 ECE_BINS = 15
@@ -179,7 +179,3 @@ def fit_unfamiliar(features: np.ndarray, labels: np.ndarray, classes: int) -> Un
 def unfamiliar_cutoff(score: UnfamiliarScore, held_out: HeldOut, recall: float) -> float:
     """The score below which ``recall`` of the held-out (familiar) images fall."""
     return round(float(np.quantile(score(held_out.features), recall)), 6)
-
-
-def calibrated(held_out: HeldOut, temperature: float) -> np.ndarray:
-    return calibrate(held_out.probs, temperature)

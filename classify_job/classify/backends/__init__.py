@@ -19,7 +19,8 @@ from classify_job.classify.config import RUNTIMES
 from classify_job.errors import BundleError, InputError
 from classify_job.hashing import content_hash
 
-# Fastest first, as measured on these 2-core CPUs (README: "Fast on a CPU").
+# ONNX Runtime first by far; OpenVINO before Keras because it starts faster, which wins on the
+# nightly increment, though Keras computes faster on a backfill (docs/benchmarks.md).
 AUTO_ORDER = ("onnx", "openvino", "keras")
 MODULES = {"onnx": "onnxruntime", "openvino": "openvino", "keras": "keras"}
 
