@@ -54,6 +54,7 @@ def merge_outputs(sources: list[Path], out: Path, allow_missing_shards: bool = F
     _check_disjoint(parts)
     with output_lock(_make_dir(out)):
         try:
+            restore_interrupted_swap(out)
             _replace_predictions(out, [p for src in sources for p in parts[src]])
         except OSError as exc:
             raise OutputError(f"cannot write the merged predictions to {out}: {exc.strerror or exc}") from exc
@@ -116,6 +117,28 @@ def _make_dir(out: Path) -> Path:
     return out
 
 
+def _old_predictions(out: Path) -> Path:
+    return out / f".{PREDICTIONS_DIR}.old"
+
+
+def restore_interrupted_swap(out: Path) -> bool:
+    """Undo a merge killed between its two renames (call under the lock): with no predictions
+    (or an empty folder made since) beside ``.predictions.old``, the old parts go back; beside a
+    full predictions folder, the old copy is the leftover of a finished swap and is deleted.
+    True when old parts were put back."""
+    old, current = _old_predictions(out), out / PREDICTIONS_DIR
+    if not old.is_dir():
+        return False
+    if current.is_dir() and any(current.iterdir()):
+        shutil.rmtree(old, ignore_errors=True)
+        return False
+    if current.is_dir():
+        current.rmdir()
+    os.replace(old, current)
+    fsync_dir(out)
+    return True
+
+
 def _replace_predictions(out: Path, parts: list[Path]) -> None:
     """Build the new predictions folder beside the old one, then swap them in two renames."""
     staging = out / f".{PREDICTIONS_DIR}.merging"
@@ -130,7 +153,7 @@ def _replace_predictions(out: Path, parts: list[Path]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = out / f".{PREDICTIONS_DIR}.old"
+    old = _old_predictions(out)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(out / INDEX_DIR, ignore_errors=True)  # the old parts' index; rebuilt for the new
     if (out / PREDICTIONS_DIR).exists():

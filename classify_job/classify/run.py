@@ -33,6 +33,7 @@ from classify_job.classify.index import (
     remove_rows,
 )
 from classify_job.classify.lock import output_lock
+from classify_job.classify.merge import restore_interrupted_swap
 from classify_job.classify.progress import ProgressCallback, RunProgress
 from classify_job.classify.redecide import redecide
 from classify_job.classify.rows import RowContext, predictions_table
@@ -120,6 +121,8 @@ def _reset(out: Path, fresh: bool) -> None:
         (out / PREDICTIONS_DIR).mkdir()
         for name in (SUMMARY_JSON, SUMMARY_MD, REPORT_HTML):
             (out / name).unlink(missing_ok=True)
+    if restore_interrupted_swap(out):
+        log.warning("restored %s: a merge into %s was interrupted before it finished", PREDICTIONS_DIR, out)
     removed = remove_stale_temp_files(out)
     if removed:
         log.info("removed %d unfinished part file(s) left by an interrupted run", removed)

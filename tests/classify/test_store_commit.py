@@ -225,3 +225,23 @@ def test_what_a_kill_9_leaves_is_cleaned_or_reindexed_by_the_next_run(config, tr
     assert len(list((config.out / INDEX_DIR).iterdir())) == len(list_parts(config.out))
     assert not (config.out / ".superseding").exists()
     assert_every_file_once(config.out, tree)
+
+
+@pytest.mark.parametrize("then", ["classify", "merge"])
+def test_a_merge_killed_between_its_two_renames_is_undone_by_the_next_run(config, tree, tmp_path, then):
+    """A kill after ``predictions`` became ``.predictions.old`` and before the merged folder took its
+    place: the next classify or merge puts the old parts back; nothing is lost or doubled."""
+    for k in range(2):
+        run_classify(dataclasses.replace(config, shard=Shard(k, 2), out=tmp_path / f"s{k}"))
+    target = tmp_path / "merged"
+    args = ["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(target)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    os.replace(target / "predictions", target / ".predictions.old")  # where the kill struck
+    if then == "merge":
+        assert CliRunner().invoke(app, args).exit_code == 0
+    else:
+        rerun = run_classify(dataclasses.replace(config, out=target))
+        assert rerun.facts["skipped"] == FILES
+    frame = pd.read_parquet(target / "predictions")
+    assert frame.relpath.is_unique and set(frame.relpath) == relpaths(tree)
+    assert not (target / ".predictions.old").exists()
