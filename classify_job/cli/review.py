@@ -3,6 +3,7 @@ into a training folder."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ review_app = typer.Typer(
 app.add_typer(review_app, name="review")
 
 _SHOWN_PROBLEMS = 20
+log = logging.getLogger(__name__)
 
 
 @review_app.command("export")
@@ -72,15 +74,23 @@ def import_(
     verbose: Verbose = False,
 ) -> None:
     """Add each reviewed image to DATA/<class>/<sha256[:16]>.<ext> (by content: twice adds
-    nothing, an image under another class is moved); rejected items are only logged."""
+    nothing, an image under another class is moved); rejected items are only logged. Symbolic
+    links (but those `review export --link` wrote) and files whose bytes are not the manifest's
+    are refused: counted, named, never copied."""
     from classify_job.cli.console import stdout
     from classify_job.loop.review_import import import_review
 
     result = run(lambda: import_review(review_dir, into, allow_new_classes, label_studio), verbose)
     stdout.print(_balance_table(result))
-    shown = ("added", "relabelled", "unchanged", "confirmed", "corrected", "rejected", "left out")
+    shown = ("added", "relabelled", "unchanged", "confirmed", "corrected", "rejected", "left out", "refused")
     stdout.print(", ".join(f"{name} {result.counts[name]}" for name in shown), markup=False)
     stdout.print(f"Log: {result.log}", markup=False, soft_wrap=True)
+    if result.counts["refused"]:
+        log.warning(
+            "%d review entries refused (symbolic links, or bytes other than the manifest's); "
+            "nothing of them was imported",
+            result.counts["refused"],
+        )
     _problems(result.problems)
 
 

@@ -5,27 +5,41 @@ are already under that class adds nothing, and one already under another class i
 relabel). Rejected items are logged, never imported; the review folder's sources are never
 touched. Every change is appended to ``DATA/.review-log.csv`` (hidden, so training skips it).
 Everything is checked (manifest, folders, class names) before the first file is written.
+
+Nothing outside the review folder is let in: only regular files under its class folders are read
+(opened with O_NOFOLLOW); a symbolic link is refused, a class folder that is one too, except a
+link ``review export --link`` wrote (it leads to the row's recorded ``source_path``). A file
+whose bytes are not the manifest's ``sha256`` is refused. Refused entries are counted
+("refused"), named in the problems and never copied; the rest is imported.
+
+A kill at any point leaves DATA and the log so that a rerun imports each image exactly once: a
+new image is written under a hidden temporary name beside its destination and synced, its log
+line is appended and synced, and only then is it renamed into place. The next run finishes
+such a temporary whose line is in the log and deletes any other.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import re
+import stat
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from classify_job.atomic import atomic_path
+from classify_job.classify.lock import output_lock
 from classify_job.errors import InputError, OutputError
 from classify_job.hashing import content_hash, content_hash_bytes
 from classify_job.loop import labelstudio
 from classify_job.loop.review_export import REJECT, read_manifest
 from classify_job.train.dataset import IMAGE_EXTENSIONS, list_class_folders, list_classes_loose, list_samples
-from classify_job.walk import escape_name, fs_path, iter_files
+from classify_job.walk import escape_name, fs_path
 
 LOG_NAME = ".review-log.csv"
 LOG_COLUMNS = (
@@ -34,17 +48,30 @@ LOG_COLUMNS = (
 )
 CONFIRMED, CORRECTED, REJECTED = "confirmed", "corrected", "rejected"
 ADDED, RELABELLED, UNCHANGED = "added", "relabelled", "unchanged"
+REFUSED = "refused"
+_PARTIAL = ".importing"  # DATA/<class>/.<name>.importing: a copy not yet renamed into place
+_OLD_PARTIAL = re.compile(r"^\.[0-9a-f]{16}\.tmp-\d+\.")  # atomic_path's name (earlier versions)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Found:
-    """A file in the review folder: the class folder it sits in, its path, and its content hash."""
+    """A file in the review folder: the class folder it sits in, its path, and its content hash.
+    ``link`` is the target of a symbolic link (``sha256`` is then "" until the link is checked
+    against its manifest row: see :func:`_claim`)."""
 
     folder: str
     relpath: str
     path: Path
     size: int
     sha256: str
+    link: str | None = None
+
+    @property
+    def readable(self) -> str:
+        """What is opened (with O_NOFOLLOW): the file itself, or the export's own link target."""
+        return self.link if self.link is not None else os.fspath(self.path)
 
 
 @dataclass(frozen=True)
@@ -65,7 +92,8 @@ class Reviewed:
 @dataclass(frozen=True)
 class ImportResult:
     """Class balance of DATA before and after, how many items each action and verdict had, and
-    one line per item that was left out (not found, not in the manifest, not reviewed)."""
+    one line per item that was left out (not found, not in the manifest, not reviewed) or
+    refused (a symbolic link, content other than the manifest's; counted as "refused")."""
 
     data: Path
     log: Path
@@ -89,39 +117,125 @@ def import_review(
         items, more = from_label_studio(rows, found, labelstudio.read_export(label_studio))
     counts = Counter(item.review for item in items)
     counts["left out"] = len(rows) - len(items)
+    counts[REFUSED] = sum(line.endswith(f"; {REFUSED}") for line in (*problems, *more))
     _check_target(data, {item.label for item in items} - {REJECT}, allow_new_classes)
-    before = class_balance(data)
-    sizes = {item.file.size for item in items}
-    index = index_contents(data, sizes)
-    with _ReviewLog(data / LOG_NAME) as log:
-        for item in items:
-            if effect := apply(item, data, index, log):
-                counts[effect] += 1
-    return ImportResult(data, data / LOG_NAME, before, class_balance(data), counts, (*problems, *more))
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {data}: {exc.strerror or exc}") from exc
+    with output_lock(data):
+        with _ReviewLog(data / LOG_NAME) as log:
+            finish_partial_copies(data, log)  # what a killed run left, before anything is counted
+            before = class_balance(data)
+            sizes = {item.file.size for item in items}
+            index = index_contents(data, sizes)
+            for item in items:
+                if effect := apply(item, data, index, log):
+                    counts[effect] += 1
+        after = class_balance(data)
+    return ImportResult(data, data / LOG_NAME, before, after, counts, (*problems, *more))
 
 
 def find_entries(review_dir: Path, rows: list[dict[str, str]]) -> tuple[list[Found], list[str]]:
-    """Every image under the class folders of ``review_dir`` (symlinks followed), hashed."""
+    """Every image under the class folders of ``review_dir``, hashed; the problems are the
+    folders and files refused: symbolic links to folders, anything but a regular file or a
+    symbolic link (links are checked against the manifest later), files that cannot be read."""
     extensions = set(IMAGE_EXTENSIONS) | {os.path.splitext(r["entry"])[1].lower() for r in rows} - {""}
     found, problems = [], []
-    for name in list_class_folders(review_dir):
-        if name == labelstudio.FOLDER:
+    for top in _listing(review_dir):
+        if top.name.startswith(".") or top.name == labelstudio.FOLDER:
             continue
-        prefix = f"{name}/"
-        for entry in iter_files(review_dir / name, extensions, follow_symlinks=True, prefix=prefix):
+        if top.is_symlink():
+            if top.is_dir():
+                problems.append(f"{escape_name(top.name)}/: a symbolic link to a folder; {REFUSED}")
+            continue
+        if not top.is_dir(follow_symlinks=False):
+            continue
+        folder = escape_name(top.name)
+        for path, relpath, refusal in _walk(Path(top.path), f"{folder}/", extensions):
+            if refusal:
+                problems.append(f"{relpath}: {refusal}; {REFUSED}")
+                continue
             try:
-                if entry.stat_error:
-                    raise OSError(entry.stat_error)
-                digest = content_hash(entry.path)
-                found.append(Found(escape_name(name), entry.relpath, Path(entry.path), entry.size, digest))
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    found.append(Found(folder, relpath, path, 0, "", os.readlink(path)))
+                elif stat.S_ISREG(st.st_mode):
+                    digest, size = _hash_regular(path)
+                    found.append(Found(folder, relpath, path, size, digest))
+                else:
+                    problems.append(f"{relpath}: not a regular file; {REFUSED}")
             except OSError as exc:
-                problems.append(f"{entry.relpath}: cannot read ({exc.strerror or exc}); left out")
+                problems.append(f"{relpath}: cannot read ({exc.strerror or exc}); {REFUSED}")
     return found, problems
+
+
+def _listing(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise InputError(f"cannot list {folder}: {exc.strerror or exc}") from exc
+
+
+def _walk(root: Path, prefix: str, extensions: set[str]) -> Iterator[tuple[Path, str, str | None]]:
+    """(path, relpath, refusal) of each file with a wanted extension under ``root``, links not
+    followed: a symbolic link to a folder, and a folder that cannot be listed, come back as a
+    refusal. Hidden names are skipped, like the walker does."""
+    stack = [(root, prefix)]
+    while stack:
+        folder, text = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                children = sorted(it, key=lambda e: e.name, reverse=True)
+        except OSError as exc:
+            yield folder, text.rstrip("/") + "/", f"cannot list ({exc.strerror or exc})"
+            continue
+        files = []
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            relpath = text + escape_name(child.name)
+            if child.is_dir(follow_symlinks=False):
+                stack.append((Path(child.path), relpath + "/"))
+            elif child.is_symlink() and child.is_dir():
+                files.append((Path(child.path), relpath + "/", "a symbolic link to a folder"))
+            elif os.path.splitext(child.name)[1].lower() in extensions:
+                files.append((Path(child.path), relpath, None))
+        yield from reversed(files)
+
+
+def _open_regular(path: str | os.PathLike) -> int:
+    """A descriptor of ``path`` opened without following a final symbolic link; OSError for
+    a link or anything but a regular file."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _hash_regular(path: str | os.PathLike) -> tuple[str, int]:
+    """SHA-256 and size of the regular file ``path`` (never a link's target)."""
+    with os.fdopen(_open_regular(path), "rb") as fh:
+        digest, size = hashlib.sha256(), 0
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _read_regular(path: str | os.PathLike) -> bytes:
+    with os.fdopen(_open_regular(path), "rb") as fh:
+        return fh.read()
 
 
 def from_tree(rows: list[dict[str, str]], found: list[Found]) -> tuple[list[Reviewed], list[str]]:
     """Each manifest row with the folder its entry was found in: a class, or REJECT."""
-    claimed, problems = _claim(rows, found)
+    claimed, problems, refused = _claim(rows, found)
     items = []
     for row in rows:
         files = claimed.get(row["entry"], [])
@@ -130,7 +244,7 @@ def from_tree(rows: list[dict[str, str]], found: list[Found]) -> tuple[list[Revi
             problems.append(f"{row['entry']}: found in several folders ({', '.join(folders)}); left out")
         elif files:
             items.append(Reviewed(row, files[0].folder, files[0]))
-        else:
+        elif row["entry"] not in refused:
             problems.append(f"{row['entry']}: not found in the review folder; left out")
     return items, problems
 
@@ -139,7 +253,7 @@ def from_label_studio(
     rows: list[dict[str, str]], found: list[Found], verdicts: list[labelstudio.Verdict]
 ) -> tuple[list[Reviewed], list[str]]:
     """Each manifest row with the class its latest Label Studio annotation chose."""
-    claimed, problems = _claim(rows, found)
+    claimed, problems, refused = _claim(rows, found)
     by_entry = {r["entry"]: r for r in rows}
     by_sha = {r["sha256"]: r for r in reversed(rows)}
     items, seen = [], set()
@@ -154,7 +268,7 @@ def from_label_studio(
             files = claimed.get(row["entry"])
             if files:
                 items.append(Reviewed(row, verdict.label, files[0]))
-            else:
+            elif row["entry"] not in refused:
                 problems.append(f"{row['entry']}: not found in the review folder; left out")
     problems += [
         f"{r['entry']}: no annotation in the export; left out" for r in rows if r["entry"] not in seen
@@ -162,19 +276,52 @@ def from_label_studio(
     return items, problems
 
 
-def _claim(rows: list[dict[str, str]], found: list[Found]) -> tuple[dict[str, list[Found]], list[str]]:
-    """Map found files to manifest entries: by file name, else by content (a renamed entry)."""
-    by_name = {PurePosixPath(r["entry"]).name: r["entry"] for r in rows}
-    by_sha = {r["sha256"]: r["entry"] for r in reversed(rows)}
+def _claim(
+    rows: list[dict[str, str]], found: list[Found]
+) -> tuple[dict[str, list[Found]], list[str], set[str]]:
+    """Map found files to manifest entries: by file name, else by content (a renamed entry).
+
+    A file matched by name must hold the row's ``sha256``; a symbolic link is taken only when it
+    is the one ``review export --link`` wrote (it leads to the row's ``source_path``, a regular
+    file with the row's bytes) and is matched by name, never by reading what it leads to. Each
+    file that fails is a problem ending in "refused"; the entries it was matched to come back too.
+    """
+    by_name = {PurePosixPath(r["entry"]).name: r for r in rows}
+    by_sha = {r["sha256"]: r for r in reversed(rows) if r["sha256"]}
     claimed: dict[str, list[Found]] = defaultdict(list)
-    problems = []
+    problems, refused = [], set()
     for file in found:
-        entry = by_name.get(PurePosixPath(file.relpath).name) or by_sha.get(file.sha256)
-        if entry is None:
+        row = by_name.get(PurePosixPath(file.relpath).name)
+        if file.link is not None:
+            file, why = _check_link(file, row)
+        elif row is not None and row["sha256"] and row["sha256"] != file.sha256:
+            why = f"its bytes are not the manifest's (sha256 {file.sha256[:16]}, not {row['sha256'][:16]})"
+        else:
+            row, why = row or by_sha.get(file.sha256), None
+        if why:
+            problems.append(f"{file.relpath}: {why}; {REFUSED}")
+            if row is not None:
+                refused.add(row["entry"])
+        elif row is None:
             problems.append(f"{file.relpath}: not in the manifest; left alone")
         else:
-            claimed[entry].append(file)
-    return claimed, problems
+            claimed[row["entry"]].append(file)
+    return claimed, problems, refused - set(claimed)
+
+
+def _check_link(file: Found, row: dict[str, str] | None) -> tuple[Found, str | None]:
+    """The link ``file`` hashed (and None), or why it is refused."""
+    if row is None:
+        return file, "a symbolic link that is not a manifest entry"
+    if not os.path.isabs(file.link) or file.link != os.path.abspath(row["source_path"]):
+        return file, f"a symbolic link to {file.link}, not to the entry's source"
+    try:
+        digest, size = _hash_regular(file.link)
+    except OSError as exc:
+        return file, f"a symbolic link whose source cannot be read ({exc.strerror or exc})"
+    if digest != row["sha256"]:
+        return file, "a symbolic link whose source is no longer the exported bytes"
+    return Found(file.folder, file.relpath, file.path, size, digest, file.link), None
 
 
 def _check_target(data: Path, classes: set[str], allow_new_classes: bool) -> None:
@@ -238,36 +385,102 @@ def apply(
         if held:
             return UNCHANGED
         dest = data / label / f"{sha[:16]}{item.file.path.suffix.lower()}"
-        _copy(item.file, dest)
+        _copy(item.file, dest, lambda: log.write("add", item, "", dest))
         index[sha] = [(label, dest)]
-        log.write("add", item, "", dest)
         return ADDED
     kept = [(c, p) for c, p in held if c == label]
     for old_label, old in others:
         dest = data / label / f"{sha[:16]}{old.suffix.lower()}"
+        _check_free(dest, twins={p for _, p in kept})
+        if log.last.get(sha) != ("relabel", _rel(dest, data), _rel(old, data)):
+            log.write("relabel", item, old_label, dest, old)  # else logged by a run killed before the move
         _move(old, dest, twins={p for _, p in kept})
         kept.append((label, dest))
-        log.write("relabel", item, old_label, dest, old)
     index[sha] = kept
     return RELABELLED
 
 
-def _copy(file: Found, dest: Path) -> None:
+def partial_name(dest: Path) -> Path:
+    """The hidden name ``dest`` is written under until its log line is written."""
+    return dest.with_name(f".{dest.name}{_PARTIAL}")
+
+
+def _copy(file: Found, dest: Path, logged: Any) -> None:
+    """Write ``file``'s bytes to ``dest``: to its partial name first (synced), then the log line
+    (``logged()``, synced), then the rename; see the module docstring."""
     if dest.exists():
         raise OutputError(f"{dest} exists with other content; left alone, nothing imported after it")
     try:
-        content = file.path.read_bytes()
+        content = _read_regular(file.readable)
     except OSError as exc:
         raise InputError(f"cannot read {file.path}: {exc.strerror or exc}") from exc
     if content_hash_bytes(content) != file.sha256:
         raise InputError(f"{file.path} changed during the import; run it again")
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(content)
+    tmp = partial_name(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    logged()
+    try:
+        os.replace(tmp, dest)
+        _sync_dir(dest.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}; run the import again") from exc
+
+
+def _sync_dir(folder: Path) -> None:
+    with suppress(OSError):  # not every file system lets a folder be synced
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def finish_partial_copies(data: Path, log: _ReviewLog) -> tuple[int, int]:
+    """Finish or remove what a killed import left in DATA's class folders: a partial copy whose
+    "add" line is in the log (with its bytes) is renamed into place, any other is deleted, as
+    are the temporaries of earlier versions. Returns (finished, removed)."""
+    finished = removed = 0
+    added = {row["path"]: row["sha256"] for row in _read_log(log.path) if row.get("action") == "add"}
+    for folder in list_class_folders(data):
+        for entry in _listing(data / folder):
+            name = entry.name
+            if not name.startswith(".") or entry.is_dir(follow_symlinks=False):
+                continue
+            if name.endswith(_PARTIAL):
+                dest = Path(entry.path).with_name(name[1 : -len(_PARTIAL)])
+                sha = added.get(_rel(dest, data))
+                try:
+                    if sha and not dest.exists() and _hash_regular(entry.path)[0] == sha:
+                        os.replace(entry.path, dest)
+                        _sync_dir(dest.parent)
+                        finished += 1
+                        continue
+                except OSError:
+                    pass
+            elif not _OLD_PARTIAL.match(name):
+                continue
+            with suppress(OSError):
+                os.unlink(entry.path)
+                removed += 1
+    return finished, removed
+
+
+def _check_free(dest: Path, twins: set[Path]) -> None:
+    if dest.exists() and dest not in twins:
+        raise OutputError(f"{dest} exists with other content; left alone, nothing imported after it")
 
 
 def _move(old: Path, dest: Path, twins: set[Path]) -> None:
-    if dest.exists() and dest not in twins:
-        raise OutputError(f"{dest} exists with other content; left alone, nothing imported after it")
+    _check_free(dest, twins)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(old, dest)  # replaces at most a twin with the same bytes: nothing is lost
@@ -281,7 +494,11 @@ class _ReviewLog:
 
     def __init__(self, path: Path) -> None:
         self.path, self.when, self.handle = path, datetime.now(UTC).isoformat(timespec="seconds"), None
-        self.rejected = {(r["sha256"], r["entry"]) for r in _read_log(path) if r.get("action") == "reject"}
+        rows = _read_log(path)
+        self.rejected = {(r["sha256"], r["entry"]) for r in rows if r.get("action") == "reject"}
+        # (action, path, old_path) of the latest line per image: a relabel logged by a run that
+        # was killed before its move is finished, not logged twice
+        self.last = {r["sha256"]: (r.get("action"), r.get("path"), r.get("old_path")) for r in rows}
 
     def __enter__(self) -> _ReviewLog:
         return self
@@ -303,6 +520,7 @@ class _ReviewLog:
         )  # fmt: skip
         with self._writer() as writer:
             writer.writerow(row)
+        self.last[item.file.sha256] = (action, row[9], row[10])
 
     @contextmanager
     def _writer(self) -> Iterator[Any]:
@@ -310,13 +528,23 @@ class _ReviewLog:
             if self.handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 new = not self.path.exists() or self.path.stat().st_size == 0
+                torn = not new and _ends_unterminated(self.path)
                 self.handle = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
                 if new:
                     csv.writer(self.handle, lineterminator="\n").writerow(LOG_COLUMNS)
+                elif torn:
+                    self.handle.write("\n")  # a line cut short by a crash stays apart from the next
             yield csv.writer(self.handle, lineterminator="\n")
             self.handle.flush()
+            os.fsync(self.handle.fileno())
         except OSError as exc:
             raise OutputError(f"cannot write the review log {self.path}: {exc.strerror or exc}") from exc
+
+
+def _ends_unterminated(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
 
 
 def _read_log(path: Path) -> list[dict[str, str]]:
