@@ -4,6 +4,11 @@ bundles in ``bundles/`` and the ``current`` link that classify runs use.
 
 ``registry.json`` is the record. It is written before ``current`` is switched, so a crash between
 the two leaves the old model in use and the next promotion switches the link.
+
+A candidate holding a symbolic link is refused (BundleError): its copy in ``bundles/`` must hold
+the bundle's own bytes, not whatever a link leads to. The copy is written into a hidden
+temporary folder and renamed into place; what a killed promotion left (``bundles/.*.tmp-PID``,
+``.current.tmp-PID``) is removed by the next one, under the registry's lock.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +29,7 @@ from typing import Any
 from classify_job import atomic
 from classify_job.bundle import SPEC_FILE, BundleSpec, load_bundle, read_spec
 from classify_job.classify.lock import output_lock
-from classify_job.errors import OutputError, PromotionRefused
+from classify_job.errors import BundleError, OutputError, PromotionRefused
 from classify_job.hashing import content_hash
 from classify_job.loop.gate import (
     Comparison,
@@ -42,6 +49,7 @@ REGISTRY_FILE = "registry.json"
 CURRENT = "current"
 BUNDLES = "bundles"
 FORMAT_VERSION = 1
+_PARTIAL = re.compile(r"^\..*\.tmp-\d+")  # atomic.temporary_name's hidden names
 
 
 @dataclass(frozen=True)
@@ -131,10 +139,12 @@ def promote(config: PromoteConfig) -> Promotion:
     """
     config = dataclasses.replace(config, bundle=config.bundle.resolve())  # one bundle, even via a link
     spec = read_spec(config.bundle)
+    refuse_links(config.bundle)
     if config.shadow is not None:
         require_predictions(config.shadow)
     root = _registry_root(config.registry)
     with output_lock(root):
+        remove_partial_copies(root)
         registry = read_registry(root)
         _check_link(registry)
         holdout = read_holdout(config.holdout, spec)
@@ -224,6 +234,55 @@ def _record(registry: Registry, promotion: Promotion) -> Registry:
     return updated
 
 
+def refuse_links(bundle: Path) -> None:
+    """BundleError when anything under ``bundle`` is a symbolic link (or not a file or folder)."""
+    stack = [bundle]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                children = list(it)
+        except OSError as exc:
+            raise BundleError(f"cannot list {folder}: {exc.strerror or exc}") from exc
+        for child in children:
+            mode = child.stat(follow_symlinks=False).st_mode
+            if stat.S_ISLNK(mode):
+                raise BundleError(
+                    f"{child.path} is a symbolic link (to {os.readlink(child.path)}); a candidate "
+                    "bundle must hold its own files, so copy them into it"
+                )
+            if stat.S_ISDIR(mode):
+                stack.append(Path(child.path))
+            elif not stat.S_ISREG(mode):
+                raise BundleError(f"{child.path} is not a regular file; a bundle holds files and folders")
+
+
+def remove_partial_copies(root: Path) -> list[Path]:
+    """Remove what a killed promotion left: hidden temporary bundle copies in ``bundles/`` and
+    temporary ``current`` links. Called under the registry's lock, so none is being written."""
+    removed = []
+    for folder in (root / BUNDLES, root):
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot list {folder}: {exc.strerror or exc}") from exc
+        for entry in entries:
+            if not _PARTIAL.match(entry.name) or (folder == root and entry.is_dir(follow_symlinks=False)):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError as exc:
+                raise OutputError(f"cannot remove the partial copy {entry.path}: {exc}") from exc
+            log.info("removed %s, left by a promotion that was stopped", entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
 def install_bundle(root: Path, source: Path, spec: BundleSpec) -> Path:
     """Copy the bundle into ``root/bundles/<model_id>-<hash of bundle.json>`` (written under a
     temporary name, then renamed): the source may be overwritten by the next training run.
@@ -233,7 +292,8 @@ def install_bundle(root: Path, source: Path, spec: BundleSpec) -> Path:
         return target
     tmp = atomic.temporary_name(target)
     try:
-        shutil.copytree(source, tmp)
+        shutil.copytree(source, tmp, symlinks=True)  # a link is copied as one, never followed
+        refuse_links(tmp)  # one made since the check: the copy is not installed
         os.replace(tmp, target)
     except OSError as exc:
         raise OutputError(f"cannot copy {source} into the registry at {target}: {exc}") from exc
