@@ -7,6 +7,7 @@ with :mod:`classify_job.train.artifacts`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from classify_job.train.evaluate import predict_with_features
 from classify_job.train.export import export_bundle
 from classify_job.train.fit import EpochInfo, best_epoch, monitor_metric
 from classify_job.train.metrics import EvaluationReport, report_from_probs
+from classify_job.train.staging import staged_bundle
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,15 @@ def train(
     on_epoch: Callable[[EpochInfo], None] | None = None,
     callbacks: Sequence[Any] = (),
     data: TrainingData | None = None,
+    before_commit: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``config.data_dir`` and write the bundle into ``config.out_dir``.
 
     ``on_epoch`` is called after every epoch (for progress displays); ``callbacks`` are extra Keras
     callbacks (for per-batch progress); ``data`` is the folder already decoded by
-    :func:`prepare_data` with this config (tuning decodes it once for every trial).
+    :func:`prepare_data` with this config (tuning decodes it once for every trial);
+    ``before_commit`` adds files to the staged bundle before it is moved into place
+    (:mod:`classify_job.train.staging`).
     """
     started = time.perf_counter()
     config = configure(config)
@@ -78,12 +83,16 @@ def train(
     fitted = architecture(config.arch).fit(net, data, config, weights, on_epoch, callbacks)
     history = fitted.history
     test, report = _evaluate_best(net, data)
-    spec = write_outputs(
-        net, config, data, weights, history, report, time.perf_counter() - started, fitted.facts
-    )
-    spec = _decision_rule(config, net, data, fitted, test, spec)
-    spec, export_warning = _export(config.out_dir, spec)
-    write_model_card(spec, report, config.out_dir / "README.md")
+    with staged_bundle(config.out_dir) as staging:
+        staged = dataclasses.replace(config, out_dir=staging)
+        spec = write_outputs(
+            net, staged, data, weights, history, report, time.perf_counter() - started, fitted.facts
+        )
+        spec = _decision_rule(staged, net, data, fitted, test, spec)
+        spec, export_warning = _export(staging, spec)
+        write_model_card(spec, report, staging / "README.md")
+        if before_commit is not None:
+            before_commit(staging)
     return TrainResult(
         bundle_dir=config.out_dir,
         spec=spec,

@@ -271,9 +271,12 @@ def tune(config: TuneConfig) -> TuneResult:
         raise DatasetError(
             f"no trial finished within {config.budget_minutes:g} minutes; raise --budget-minutes"
         )
-    result = train(trial_config(base, best), data=data)
+    result = train(  # the trials go into the staged bundle, so it appears with them
+        trial_config(base, best),
+        data=data,
+        before_commit=lambda staging: write_trials(staging, runner.records, best, config, search_s),
+    )
     final_s = time.perf_counter() - started - search_s
-    write_trials(result.bundle_dir, runner.records, best, config, search_s)
     return TuneResult(result, runner.records, best, search_s, final_s)
 
 
