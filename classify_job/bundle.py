@@ -13,17 +13,18 @@ import dataclasses
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from classify_job import atomic
 from classify_job.errors import BundleError
-from classify_job.hashing import weights_id
+from classify_job.hashing import content_hash, weights_id
 from classify_job.imageio import COLOR_MODES, RESIZE
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ DEFAULT_PREPROCESSING = {
     "alpha": "composited on white",
     "normalization": "inside the model",
 }
+MAX_LABEL = 255  # characters; a label becomes a folder name and a Parquet value
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,15 @@ class BundleSpec:
     def validate(self) -> None:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise BundleError(f"a bundle needs two or more distinct labels. Received: {self.labels}")
+        for label in self.labels:
+            if "\0" in label or len(label) > MAX_LABEL:
+                raise BundleError(
+                    f"a label must hold no NUL and at most {MAX_LABEL} characters. Received: {label[:80]!r}"
+                    + (f" ({len(label)} characters)" if len(label) > MAX_LABEL else "")
+                )
+        for name in ("calibration", "accept_thresholds", "unfamiliar"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise BundleError(f"{SPEC_FILE}'s {name} must be an object or null")
         if self.color_mode not in COLOR_MODES:
             raise BundleError(f"unknown color_mode. Received: {self.color_mode!r}")
         if min(self.image_size) < 8:
@@ -163,6 +174,59 @@ def _weights_without_initializers() -> Iterator[None]:
         variables.Variable._initialize_with_initializer = original
 
 
+def bundle_file(directory: str | os.PathLike, relname: Any, sha256: Any = None, remedy: str = "") -> Path:
+    """The path of the file ``relname`` (as ``bundle.json`` names it) inside the bundle ``directory``,
+    checked: a relative POSIX path that stays inside the bundle, no symbolic link on the way, a
+    regular file, and, when ``sha256`` is given (as recorded), bytes with that SHA-256. Anything else
+    is a BundleError; ``remedy`` is added to its message. The bundle directory itself may be a link.
+    """
+    directory = Path(directory)
+    suffix = f"; {remedy}" if remedy else ""
+    rel = PurePosixPath(relname) if isinstance(relname, str) else None
+    if (
+        rel is None
+        or not relname
+        or "\0" in relname
+        or "\\" in relname
+        or rel.is_absolute()
+        or not rel.parts
+        or any(part in ("..", "") for part in rel.parts)
+        or rel.parts[0].endswith(":")  # a Windows drive
+    ):
+        raise BundleError(f"{SPEC_FILE} names a file outside the bundle {directory}: {relname!r}{suffix}")
+    path, current = directory.joinpath(*rel.parts), directory
+    for part in rel.parts:
+        current = current / part
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            raise BundleError(f"{path} is missing{suffix}") from None
+        except OSError as exc:
+            raise BundleError(f"cannot read {path}: {exc}{suffix}") from exc
+        if stat.S_ISLNK(info.st_mode):
+            raise BundleError(f"{current} is a symbolic link; a bundle's files must be inside it{suffix}")
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{path} is not a regular file{suffix}")
+    if sha256 is not None:
+        if not isinstance(sha256, str):
+            raise BundleError(f"{SPEC_FILE} records a malformed sha256 for {relname!r}: {sha256!r}{suffix}")
+        try:
+            actual = content_hash(path, follow_symlinks=False)
+        except OSError as exc:
+            raise BundleError(f"cannot read {path}: {exc}{suffix}") from exc
+        if actual != sha256.lower():
+            raise BundleError(
+                f"{path} changed since it was verified (its sha256 is not the recorded one){suffix}"
+            )
+    return path
+
+
+def loader_error(path: Path, exc: BaseException) -> BundleError:
+    """A BundleError, on one line, for a bundle file that its library could not parse."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return BundleError(f"cannot load {path}: {text[:400]}")
+
+
 def write_spec(directory: str | os.PathLike, spec: BundleSpec) -> None:
     """(Re)write ``bundle.json`` atomically, keeping the keys this version does not know."""
     atomic.write_json(Path(directory) / SPEC_FILE, spec.to_json())
@@ -193,14 +257,12 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
 
     directory = Path(directory)
     spec = read_spec(directory)
-    model_path = directory / MODEL_FILE
-    if not model_path.is_file():
-        raise BundleError(f"{model_path} is missing")
+    model_path = bundle_file(directory, MODEL_FILE)
     try:
         with _weights_without_initializers():
             model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a damaged or foreign file
-        raise BundleError(f"cannot load {model_path}: {type(exc).__name__}: {exc}") from exc
+        raise loader_error(model_path, exc) from exc
     n_out = model.outputs[0].shape[-1]
     if n_out != len(spec.labels):
         raise BundleError(f"model has {n_out} outputs but {SPEC_FILE} lists {len(spec.labels)} labels")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from classify_job.bundle import bundle_file
 from classify_job.errors import BundleError, InputError
 
 ACCEPT, REVIEW = "accept", "review"
@@ -94,10 +95,25 @@ class UnfamiliarScore:
     @classmethod
     def load(cls, path: Path) -> UnfamiliarScore:
         try:
-            with np.load(path) as data:
-                return cls(data["centroids"], data["whitening"], data["mean"])
-        except (OSError, KeyError, ValueError) as exc:
-            raise BundleError(f"cannot read the unfamiliar-score parameters {path}: {exc}") from exc
+            with np.load(path, allow_pickle=False) as data:
+                score = cls(*(np.asarray(data[k]) for k in ("centroids", "whitening", "mean")))
+        except Exception as exc:  # a truncated or foreign file: BadZipFile, EOFError, KeyError, ...
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+            raise BundleError(f"cannot read the unfamiliar-score parameters {path}: {text}") from exc
+        c, w, m = score.centroids, score.whitening, score.mean
+        floats = all(a.dtype.kind == "f" for a in (c, w, m))
+        if (
+            not floats
+            or c.ndim != 2
+            or w.ndim != 2
+            or m.ndim != 1
+            or (w.shape[0], c.shape[1]) != (m.shape[0], w.shape[1])
+        ):
+            raise BundleError(
+                f"the unfamiliar-score parameters {path} do not fit together: centroids {c.shape}, "
+                f"whitening {w.shape}, mean {m.shape}"
+            )
+        return score
 
     def save(self, path: Path) -> None:
         np.savez(path, centroids=self.centroids, whitening=self.whitening, mean=self.mean)
@@ -133,9 +149,10 @@ class DecisionRule:
             return cls(spec.labels)
         thresholds = spec.accept_thresholds or {}
         unfamiliar = spec.unfamiliar or {}
-        score = (
-            UnfamiliarScore.load(Path(bundle_dir) / unfamiliar["file"]) if unfamiliar.get("file") else None
-        )
+        score = None
+        if unfamiliar.get("file") is not None:
+            path = bundle_file(bundle_dir, unfamiliar["file"], unfamiliar.get("sha256"))
+            score = UnfamiliarScore.load(path)
         return cls(
             labels=spec.labels,
             temperature=float(calibration["temperature"]),

@@ -85,10 +85,14 @@ def weights_id(weights: Iterable[Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def content_hash(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes, read in chunks."""
+def content_hash(path: str | os.PathLike, follow_symlinks: bool = True) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks. With ``follow_symlinks=False`` a symbolic
+    link as the last component is refused (OSError, O_NOFOLLOW where the platform has it)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    with open(os.open(path, flags), "rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

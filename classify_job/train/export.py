@@ -1,7 +1,8 @@
 """Give a bundle its exported inference graphs, verified against the Keras model on real images.
 
 ``model.onnx`` (ONNX Runtime) and ``openvino/model.xml`` + ``.bin`` are written next to
-``model.keras`` and listed in ``bundle.json`` under ``exports`` with their SHA-256, the library
+``model.keras`` and listed in ``bundle.json`` under ``exports`` with their SHA-256 (the main file's
+as ``sha256``, the others', such as OpenVINO's ``.bin``, under ``files``), the library
 versions and the verification. An export is kept only if, on the bundle's own test split (or the
 images of ``data``), its probabilities are within :data:`TOLERANCE` of Keras' and its top label is
 the same wherever Keras' top two are further apart than that. ``model_id`` does not change: the
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-4
 VERIFY_IMAGES = 128
 FORMATS = {"onnx": "model.onnx", "openvino": "openvino/model.xml"}
+# Files a format reads besides its main one; each is recorded with its SHA-256 under ``files``.
+COMPANIONS = {"onnx": (), "openvino": ("openvino/model.bin",)}
 LIBRARIES = {
     "onnx": ("keras", "jax2onnx", "onnx", "onnxruntime"),
     "openvino": ("keras", "jax2onnx", "openvino"),
@@ -151,6 +154,7 @@ def _record(bundle_dir, spec, written, verified) -> BundleSpec:
             "format": f,
             "file": FORMATS[f],
             "sha256": content_hash(bundle_dir / FORMATS[f]),
+            "files": {name: content_hash(bundle_dir / name) for name in COMPANIONS[f]},
             **written.get(f, {}),
             "versions": library_versions(LIBRARIES[f]),
             "verified": verified[f],

@@ -9,15 +9,14 @@ imported, so an exported runtime never imports Keras or JAX.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import numpy as np
 
-from classify_job.bundle import BundleSpec
+from classify_job.bundle import BundleSpec, bundle_file
 from classify_job.classify.config import RUNTIMES
 from classify_job.errors import BundleError, InputError
-from classify_job.hashing import content_hash
 
 # ONNX Runtime first by far; OpenVINO before Keras because it starts faster, which wins on the
 # nightly increment, though Keras computes faster on a backfill (docs/benchmarks.md).
@@ -63,10 +62,25 @@ def open_backend(bundle: Path, spec: BundleSpec, runtime: str, batch_size: int, 
         raise BundleError(f"{bundle} has no verified {runtime} export; run `classify-job export {bundle}`")
     if not _installed(runtime):
         raise BundleError(f"--runtime {runtime} needs the {MODULES[runtime]} package, which is not installed")
-    path = bundle / export["file"]
-    if not path.is_file() or content_hash(path) != export.get("sha256"):
-        raise BundleError(f"{path} is missing or changed since it was verified; export {bundle} again")
-    return load_graph(path, runtime, threads)
+    return load_graph(export_files(bundle, export), runtime, threads)
+
+
+def export_files(bundle: Path, export: dict) -> Path:
+    """The export's main file, after checking it and every file it reads (:func:`bundle_file`):
+    ``sha256`` is the main file's hash, ``files`` maps each other file to its hash. OpenVINO's
+    weights (``.bin`` beside the ``.xml``) are checked even where no hash was recorded for them
+    (exports from before ``files``), so no runtime reads a file outside the bundle."""
+    remedy = f"export {bundle} again"
+    files = export.get("files") or {}
+    if not isinstance(files, dict) or export.get("sha256") is None:
+        raise BundleError(f"{bundle}'s {export.get('format')} export has no sha256 for each file; {remedy}")
+    path = bundle_file(bundle, export.get("file"), export["sha256"], remedy)
+    needed = dict(files)
+    if export.get("format") == "openvino":
+        needed.setdefault(str(PurePosixPath(export["file"]).with_suffix(".bin")), None)
+    for relname, sha256 in needed.items():
+        bundle_file(bundle, relname, sha256, remedy)
+    return path
 
 
 def load_graph(path: Path, runtime: str, threads: int) -> Backend:

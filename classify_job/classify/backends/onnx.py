@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from classify_job.bundle import loader_error
+
 
 class OnnxBackend:
     """uint8 batches of any size in; probabilities and features out."""
@@ -23,8 +25,11 @@ class OnnxBackend:
         # Threads that spin while waiting would steal the cores the decoders need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.input = self.session.get_inputs()[0].name
+        except Exception as exc:  # ONNX Runtime raises its own types for a damaged or foreign graph
+            raise loader_error(path, exc) from exc
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probs, features = self.session.run(["probabilities", "features"], {self.input: pixels})

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from classify_job.bundle import loader_error
+
 
 class OpenVinoBackend:
     """uint8 batches of any size in; probabilities and features out."""
@@ -21,7 +23,10 @@ class OpenVinoBackend:
             # On CPUs with bfloat16 units OpenVINO would compute in bf16, off by ~1e-2.
             "INFERENCE_PRECISION_HINT": "f32",
         }
-        self.model = openvino.Core().compile_model(str(path), "CPU", config)
+        try:
+            self.model = openvino.Core().compile_model(str(path), "CPU", config)
+        except Exception as exc:  # a damaged .xml or .bin is a RuntimeError with OpenVINO's report
+            raise loader_error(path, exc) from exc
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outputs = self.model(pixels)
