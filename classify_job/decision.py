@@ -33,6 +33,7 @@ LOW_CONFIDENCE = "low confidence"
 CLOSE_CALL = "top two close"
 REASONS = (BELOW_THRESHOLD, UNFAMILIAR, LOW_CONFIDENCE, CLOSE_CALL)
 DEFAULT_THRESHOLD, DEFAULT_MARGIN = 0.6, 0.15  # the rule for bundles without calibration
+DEFAULT_TARGET_PRECISION = 0.95  # of auto-accepted labels, per class, unless train is told otherwise
 
 
 def top_two_margin(probs: np.ndarray) -> np.ndarray:

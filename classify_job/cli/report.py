@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from classify_job.cli.app import Verbose, app, run
+from classify_job.decision import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 
 Threshold = Annotated[float, typer.Option(help="Review images under this confidence.")]
 Margin = Annotated[
@@ -18,8 +19,8 @@ Margin = Annotated[
 @app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
-    threshold: Threshold = 0.6,
-    margin: Margin = 0.15,
+    threshold: Threshold = DEFAULT_THRESHOLD,
+    margin: Margin = DEFAULT_MARGIN,
     verbose: Verbose = False,
 ) -> None:
     """Rebuild OUT/summary.json, OUT/summary.md and OUT/report.html from the Parquet predictions alone."""
@@ -41,12 +42,16 @@ def tag(
         str | None, typer.Option(help="Regex searched in each relpath; group 'key' (else 1) is the key.")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Rows without a stored decision: review below this. [default: 0.6]")
+        float | None,
+        typer.Option(
+            help=f"Rows without a stored decision: review below this. [default: {DEFAULT_THRESHOLD}]"
+        ),
     ] = None,
     margin: Annotated[
         float | None,
         typer.Option(
-            help="Rows without a stored decision: review when the top two are closer. [default: 0.15]"
+            help="Rows without a stored decision: review when the top two are closer."
+            f" [default: {DEFAULT_MARGIN}]"
         ),
     ] = None,
     dest: Annotated[

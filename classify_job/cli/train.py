@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from classify_job.cli.app import Verbose, app, run
+from classify_job.decision import DEFAULT_TARGET_PRECISION as TARGET
 
 
 @app.command()
@@ -43,7 +44,7 @@ def train(
     ] = None,
     target_precision: Annotated[
         float | None,
-        typer.Option(help="Precision auto-accepted labels must reach, per class. [default: 0.95]"),
+        typer.Option(help=f"Precision auto-accepted labels must reach, per class. [default: {TARGET}]"),
     ] = None,
     augmented_views: Annotated[
         int | None, typer.Option(help="efficientnet_lite0: augmented copies per training image to cache.")
@@ -202,7 +203,7 @@ def calibrate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the recalibrated bundle.")],
     target_precision: Annotated[
         float, typer.Option(help="Precision auto-accepted labels must reach, per class.")
-    ] = 0.95,
+    ] = TARGET,
     verbose: Verbose = False,
 ) -> None:
     """Refit calibration, per-class accept thresholds and the unfamiliar cut-off of BUNDLE on DATA.
@@ -239,7 +240,7 @@ def tune(
     val_split: Annotated[float | None, typer.Option(help="Fraction held out to score trials.")] = None,
     test_split: Annotated[float | None, typer.Option(help="Fraction held out for the final test.")] = None,
     target_precision: Annotated[
-        float | None, typer.Option(help="Precision auto-accepted labels must reach. [default: 0.95]")
+        float | None, typer.Option(help=f"Precision auto-accepted labels must reach. [default: {TARGET}]")
     ] = None,
     overwrite: Annotated[
         bool | None, typer.Option("--overwrite", help="Replace an existing bundle in --out.")

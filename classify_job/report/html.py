@@ -14,7 +14,7 @@ from typing import Any
 
 from classify_job import atomic
 from classify_job.bundle import read_spec
-from classify_job.decision import check_review_settings
+from classify_job.decision import DEFAULT_MARGIN, DEFAULT_THRESHOLD, check_review_settings
 from classify_job.errors import BundleError, InputError
 from classify_job.predictions import list_parts, read_part_metadata
 from classify_job.report.page import render_page
@@ -29,8 +29,8 @@ def write_html_report(
     out: Path,
     summary: dict[str, Any] | None = None,
     *,
-    threshold: float = 0.6,
-    margin: float = 0.15,
+    threshold: float = DEFAULT_THRESHOLD,
+    margin: float = DEFAULT_MARGIN,
     per_label: int = 12,
     review_limit: int = 200,
     thumb_px: int = 128,
@@ -95,6 +95,8 @@ def _evaluation_files(bundle: Path) -> dict[str, Any]:
 
 def write_reports(out: Path, **html_options: Any) -> tuple[dict[str, Any], Path]:
     """Rebuild ``summary.json``/``summary.md`` and ``report.html`` from one summary; returns both."""
-    check_review_settings(html_options.get("threshold", 0.6), html_options.get("margin", 0.15))
+    check_review_settings(
+        html_options.get("threshold", DEFAULT_THRESHOLD), html_options.get("margin", DEFAULT_MARGIN)
+    )
     summary = write_summary(out)
     return summary, write_html_report(out, summary, **html_options)

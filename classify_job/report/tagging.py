@@ -105,8 +105,8 @@ def tag_catalog(
     key_column: str,
     key_from: str,
     dest: Path | None = None,
-    threshold: float = 0.6,
-    margin: float = 0.15,
+    threshold: float = DEFAULT_THRESHOLD,
+    margin: float = DEFAULT_MARGIN,
 ) -> TagResult:
     """Add ``label``, ``confidence``, ``needs_review``, ``review_reason``, ``model_id``,
     ``image_relpath`` and ``images`` to every row of ``catalog`` from the predictions in ``out``.

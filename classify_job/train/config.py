@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from classify_job.config import build, check, resolve
+from classify_job.decision import DEFAULT_TARGET_PRECISION
 from classify_job.imageio import COLOR_MODES
 from classify_job.train.augment import AugmentConfig
 from classify_job.walk import DEFAULT_EXTENSIONS
@@ -44,7 +45,7 @@ class TrainConfig:
     class_weighting: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     arch_options: dict[str, Any] = field(default_factory=dict)
-    target_precision: float = 0.95  # of auto-accepted labels, per class
+    target_precision: float = DEFAULT_TARGET_PRECISION
     extensions: tuple[str, ...] = tuple(sorted(DEFAULT_EXTENSIONS))
     workers: int = 4
     overwrite: bool = False

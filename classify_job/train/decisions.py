@@ -16,7 +16,7 @@ import numpy as np
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, write_spec
-from classify_job.decision import DecisionRule, UnfamiliarScore, calibrate
+from classify_job.decision import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
 from classify_job.errors import DatasetError, InputError, OutputError
 from classify_job.hashing import content_hash
 from classify_job.train.calibrate import (
@@ -35,7 +35,6 @@ from classify_job.train.fit import Fitted
 from classify_job.train.plots import plot_reliability
 
 UNFAMILIAR_FILE = "unfamiliar.npz"
-DEFAULT_TARGET = 0.95
 FAMILIAR_RECALL = 0.95
 
 
@@ -75,7 +74,7 @@ def fit_decision_rule(
     spec: BundleSpec,
     sets: CalibrationSets,
     test: HeldOut | None,
-    target: float = DEFAULT_TARGET,
+    target: float = DEFAULT_TARGET_PRECISION,
     score: UnfamiliarScore | None = None,
 ) -> BundleSpec:
     """Fit on ``sets`` (the unfamiliar score from ``sets.reference`` unless ``score`` is given),
@@ -166,7 +165,9 @@ def _outcome(rule: DecisionRule, data: HeldOut) -> dict[str, Any]:
     }
 
 
-def recalibrate_bundle(bundle_dir: Path, data: Path, out: Path, target: float = DEFAULT_TARGET) -> BundleSpec:
+def recalibrate_bundle(
+    bundle_dir: Path, data: Path, out: Path, target: float = DEFAULT_TARGET_PRECISION
+) -> BundleSpec:
     """A copy of ``bundle_dir`` in ``out`` with calibration, thresholds and cut-off fitted anew on the
     labelled folder ``data``: a third of it (by a stable hash of each path) to measure, the rest to
     fit. When ``data`` is the folder the bundle trained on, its training split is left out.
