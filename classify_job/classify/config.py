@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from classify_job.classify.scan import Shard
-from classify_job.config import check, resolve
+from classify_job.config import SettingError, check, resolve
+from classify_job.errors import InputError
 from classify_job.walk import DEFAULT_EXTENSIONS, normalize_extensions
 
 ENGINE_NAMES = ("local", "ray")
 RUNTIMES = ("auto", "onnx", "openvino", "keras")  # see classify_job.classify.backends
 REQUIRED = {"input_dir": "INPUT_DIR", "model": "--model", "out": "--out"}
+FLAG_NAMES = {"extensions": "--ext"}
+CPUS = os.cpu_count() or 1
+MAX_THREADS = 4 * CPUS  # workers and runtime_threads: more only thrash (100,000 started 32,000 threads)
+MAX_BATCH = 4096  # images per model call; the batch buffers are allocated up front
+MAX_ACTORS = 10_000  # ray_actors: a cluster's actors, not this machine's threads
+
+
+def _between(low: int, high: int) -> str:
+    return f"at least {low} and at most {high:,}"
 
 
 @dataclass(frozen=True)
@@ -49,24 +60,29 @@ class ClassifyConfig:
         for name in REQUIRED:
             object.__setattr__(self, name, Path(getattr(self, name)))
         if isinstance(self.shard, str):
-            object.__setattr__(self, "shard", Shard.parse(self.shard))
+            try:
+                object.__setattr__(self, "shard", Shard.parse(self.shard))
+            except InputError as exc:
+                raise SettingError("shard", Shard.EXPECTED, self.shard) from exc
         extensions = self.extensions.split(",") if isinstance(self.extensions, str) else self.extensions
         object.__setattr__(self, "extensions", tuple(sorted(normalize_extensions(extensions))))
-        rate = self.max_error_rate
+        rate, threads = self.max_error_rate, _between(1, MAX_THREADS)
         check(
             self,
             {
-                "batch_size": (self.batch_size >= 1, "at least 1"),
-                "workers": (self.workers >= 1, "at least 1"),
+                "batch_size": (1 <= self.batch_size <= MAX_BATCH, _between(1, MAX_BATCH)),
+                "workers": (1 <= self.workers <= MAX_THREADS, f"{threads} (4 x {CPUS} CPUs)"),
                 "top_k": (self.top_k >= 1, "at least 1"),
                 "rows_per_part": (self.rows_per_part >= 1, "at least 1"),
-                "ray_actors": (self.ray_actors >= 1, "at least 1"),
+                "ray_actors": (1 <= self.ray_actors <= MAX_ACTORS, _between(1, MAX_ACTORS)),
                 "engine": (self.engine in ENGINE_NAMES, f"one of {', '.join(ENGINE_NAMES)}"),
                 "runtime": (self.runtime in RUNTIMES, f"one of {', '.join(RUNTIMES)}"),
-                "runtime_threads": (self.runtime_threads >= 1, "at least 1"),
+                "runtime_threads": (1 <= self.runtime_threads <= MAX_THREADS, f"{threads} (4 x {CPUS} CPUs)"),
                 "max_error_rate": (rate is None or 0.0 <= rate <= 1.0, "between 0 and 1"),
                 "drift_runs": (self.drift_runs >= 1, "at least 1"),
                 "drift_min_rows": (self.drift_min_rows >= 1, "at least 1"),
+                "commit_every_s": (self.commit_every_s >= 0, "at least 0 (seconds)"),
+                "log_every_s": (self.log_every_s >= 0, "at least 0 (seconds)"),
             },
         )
 
@@ -80,4 +96,4 @@ class ClassifyConfig:
     @classmethod
     def resolve(cls, job_file: Path | None = None, **flags: Any) -> ClassifyConfig:
         """From ``[classify]`` in ``job_file`` and the flags given (None = not given); flags win."""
-        return resolve(cls, job_file, "classify", REQUIRED, **flags)
+        return resolve(cls, job_file, "classify", REQUIRED, FLAG_NAMES, **flags)

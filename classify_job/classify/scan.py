@@ -10,11 +10,13 @@ earlier rows lost their file.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,14 +37,17 @@ class Shard:
     index: int = 0
     count: int = 1
 
+    MAX_COUNT: ClassVar[int] = 1_000_000
+    EXPECTED: ClassVar[str] = f"K/N with 0 <= K < N <= {MAX_COUNT:,}, e.g. 0/4"
+
     @classmethod
     def parse(cls, text: str) -> Shard:
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError as exc:
-            raise InputError(f"--shard must look like K/N, e.g. 0/4. Received: {text!r}") from exc
-        if count < 1 or not 0 <= index < count:
-            raise InputError(f"--shard K/N needs 0 <= K < N. Received: {text!r}")
+        """``K/N`` in ASCII digits; N is bounded, so an absurd one is an InputError, not an
+        OverflowError from the uint64 shard arithmetic."""
+        found = re.fullmatch(r"\s*(\d{1,7})\s*/\s*(\d{1,7})\s*", text, re.ASCII)
+        index, count = (int(found[1]), int(found[2])) if found else (-1, 0)
+        if not 0 <= index < count <= cls.MAX_COUNT:
+            raise InputError(f"--shard must be {cls.EXPECTED}. Received: {text!r}")
         return cls(index, count)
 
     def contains(self, relpath: str) -> bool:

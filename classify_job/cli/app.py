@@ -46,13 +46,14 @@ def guarded(call: Callable[[], T], verbose: bool = False) -> T:
         return call()
     except errors.ClassifyJobError as exc:
         code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(code) from None
     except Exception as exc:
         if verbose:
             raise
         stderr.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (rerun with --verbose)"
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (rerun with --verbose)",
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
 

@@ -69,28 +69,40 @@ def classify(
 
     Rerunning with the same OUT resumes: files that already have a row for this model are skipped.
     """
-    from classify_job.classify.config import ClassifyConfig
-
-    run(
-        lambda: _classify(
-            ClassifyConfig.resolve(
-                config, input_dir=input_dir, model=model, out=out, batch_size=batch_size, workers=workers,
-                top_k=top_k, shard=shard, fresh=fresh, prune=prune, extensions=ext,
-                follow_symlinks=follow_symlinks, max_error_rate=max_error_rate, rows_per_part=rows_per_part,
-                engine=engine, ray_address=ray_address, ray_actors=ray_actors, runtime=runtime,
-                runtime_threads=runtime_threads, drift_runs=drift_runs, drift_min_rows=drift_min_rows,
-            )
-        ),
-        verbose,
-    )  # fmt: skip
-
-
-def _classify(config) -> None:
-    from classify_job.classify.run import run_classify
-    from classify_job.cli.console import progress_reporter, stdout, summary_table, tree_notes
     from classify_job.runtime import stop_on_signals
 
-    with stop_on_signals() as stop, progress_reporter(config.log_every_s) as on_progress:
+    def settings():
+        from classify_job.classify.config import ClassifyConfig
+
+        resolved = ClassifyConfig.resolve(
+            config, input_dir=input_dir, model=model, out=out, batch_size=batch_size, workers=workers,
+            top_k=top_k, shard=shard, fresh=fresh, prune=prune, extensions=ext,
+            follow_symlinks=follow_symlinks, max_error_rate=max_error_rate, rows_per_part=rows_per_part,
+            engine=engine, ray_address=ray_address, ray_actors=ray_actors, runtime=runtime,
+            runtime_threads=runtime_threads, drift_runs=drift_runs, drift_min_rows=drift_min_rows,
+        )  # fmt: skip
+        _stop_if_asked(stop)
+        return resolved
+
+    # From here to the end a SIGTERM (or a first Ctrl-C) is a stop request, also while settings are
+    # read and libraries import before the loop: the run then exits 75 (Interrupted) with one line.
+    with stop_on_signals() as stop:
+        run(lambda: _classify(settings(), stop), verbose)
+
+
+def _stop_if_asked(stop) -> None:
+    from classify_job.errors import Interrupted
+
+    if stop.is_set():
+        raise Interrupted("stopped before the run started; nothing was written, rerun to start it")
+
+
+def _classify(config, stop) -> None:
+    from classify_job.classify.run import run_classify
+    from classify_job.cli.console import progress_reporter, stdout, summary_table, tree_notes
+
+    _stop_if_asked(stop)  # the imports above take a while
+    with progress_reporter(config.log_every_s) as on_progress:
         result = run_classify(config, on_progress, stop)
     p = result.progress
     logging.getLogger("classify_job").info(
