@@ -20,39 +20,33 @@ such a temporary whose line is in the log and deletes any other.
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import os
-import re
 import stat
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from classify_job.classify.lock import output_lock
 from classify_job.errors import InputError, OutputError
-from classify_job.hashing import content_hash, content_hash_bytes
+from classify_job.hashing import content_hash
 from classify_job.loop import labelstudio
 from classify_job.loop.review_export import REJECT, read_manifest
-from classify_job.train.dataset import IMAGE_EXTENSIONS, list_class_folders, list_classes_loose, list_samples
+from classify_job.loop.review_files import (
+    check_free,
+    copy_in,
+    finish_partial_copies,
+    hash_regular,
+    listing,
+    move,
+)
+from classify_job.loop.review_log import LOG_NAME, ReviewLog, rel
+from classify_job.train.dataset import IMAGE_EXTENSIONS, list_classes_loose, list_samples
 from classify_job.walk import escape_name, fs_path
 
-LOG_NAME = ".review-log.csv"
-LOG_COLUMNS = (
-    *("when", "action", "review", "source", "entry", "sha256", "predicted_label"),
-    *("old_label", "new_label", "path", "old_path"),
-)
 CONFIRMED, CORRECTED, REJECTED = "confirmed", "corrected", "rejected"
 ADDED, RELABELLED, UNCHANGED = "added", "relabelled", "unchanged"
 REFUSED = "refused"
-_PARTIAL = ".importing"  # DATA/<class>/.<name>.importing: a copy not yet renamed into place
-_OLD_PARTIAL = re.compile(r"^\.[0-9a-f]{16}\.tmp-\d+\.")  # atomic_path's name (earlier versions)
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -124,7 +118,7 @@ def import_review(
     except OSError as exc:
         raise OutputError(f"cannot create {data}: {exc.strerror or exc}") from exc
     with output_lock(data):
-        with _ReviewLog(data / LOG_NAME) as log:
+        with ReviewLog(data / LOG_NAME) as log:
             finish_partial_copies(data, log)  # what a killed run left, before anything is counted
             before = class_balance(data)
             sizes = {item.file.size for item in items}
@@ -142,7 +136,7 @@ def find_entries(review_dir: Path, rows: list[dict[str, str]]) -> tuple[list[Fou
     symbolic link (links are checked against the manifest later), files that cannot be read."""
     extensions = set(IMAGE_EXTENSIONS) | {os.path.splitext(r["entry"])[1].lower() for r in rows} - {""}
     found, problems = [], []
-    for top in _listing(review_dir):
+    for top in listing(review_dir):
         if top.name.startswith(".") or top.name == labelstudio.FOLDER:
             continue
         if top.is_symlink():
@@ -161,21 +155,13 @@ def find_entries(review_dir: Path, rows: list[dict[str, str]]) -> tuple[list[Fou
                 if stat.S_ISLNK(st.st_mode):
                     found.append(Found(folder, relpath, path, 0, "", os.readlink(path)))
                 elif stat.S_ISREG(st.st_mode):
-                    digest, size = _hash_regular(path)
+                    digest, size = hash_regular(path)
                     found.append(Found(folder, relpath, path, size, digest))
                 else:
                     problems.append(f"{relpath}: not a regular file; {REFUSED}")
             except OSError as exc:
                 problems.append(f"{relpath}: cannot read ({exc.strerror or exc}); {REFUSED}")
     return found, problems
-
-
-def _listing(folder: Path) -> list[os.DirEntry]:
-    try:
-        with os.scandir(folder) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise InputError(f"cannot list {folder}: {exc.strerror or exc}") from exc
 
 
 def _walk(root: Path, prefix: str, extensions: set[str]) -> Iterator[tuple[Path, str, str | None]]:
@@ -203,34 +189,6 @@ def _walk(root: Path, prefix: str, extensions: set[str]) -> Iterator[tuple[Path,
             elif os.path.splitext(child.name)[1].lower() in extensions:
                 files.append((Path(child.path), relpath, None))
         yield from reversed(files)
-
-
-def _open_regular(path: str | os.PathLike) -> int:
-    """A descriptor of ``path`` opened without following a final symbolic link; OSError for
-    a link or anything but a regular file."""
-    fd = os.open(path, _READ_FLAGS)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(0, "not a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _hash_regular(path: str | os.PathLike) -> tuple[str, int]:
-    """SHA-256 and size of the regular file ``path`` (never a link's target)."""
-    with os.fdopen(_open_regular(path), "rb") as fh:
-        digest, size = hashlib.sha256(), 0
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _read_regular(path: str | os.PathLike) -> bytes:
-    with os.fdopen(_open_regular(path), "rb") as fh:
-        return fh.read()
 
 
 def from_tree(rows: list[dict[str, str]], found: list[Found]) -> tuple[list[Reviewed], list[str]]:
@@ -316,7 +274,7 @@ def _check_link(file: Found, row: dict[str, str] | None) -> tuple[Found, str | N
     if not os.path.isabs(file.link) or file.link != os.path.abspath(row["source_path"]):
         return file, f"a symbolic link to {file.link}, not to the entry's source"
     try:
-        digest, size = _hash_regular(file.link)
+        digest, size = hash_regular(file.link)
     except OSError as exc:
         return file, f"a symbolic link whose source cannot be read ({exc.strerror or exc})"
     if digest != row["sha256"]:
@@ -370,9 +328,7 @@ def index_contents(data: Path, sizes: set[int]) -> dict[str, list[tuple[str, Pat
     return index
 
 
-def apply(
-    item: Reviewed, data: Path, index: dict[str, list[tuple[str, Path]]], log: _ReviewLog
-) -> str | None:
+def apply(item: Reviewed, data: Path, index: dict[str, list[tuple[str, Path]]], log: ReviewLog) -> str | None:
     """Make DATA hold ``item`` under its class, log each change, and say what happened to DATA
     (None for a rejected item: it is only logged)."""
     sha, label = item.file.sha256, item.label
@@ -385,177 +341,16 @@ def apply(
         if held:
             return UNCHANGED
         dest = data / label / f"{sha[:16]}{item.file.path.suffix.lower()}"
-        _copy(item.file, dest, lambda: log.write("add", item, "", dest))
+        copy_in(item.file, dest, lambda: log.write("add", item, "", dest))
         index[sha] = [(label, dest)]
         return ADDED
     kept = [(c, p) for c, p in held if c == label]
     for old_label, old in others:
         dest = data / label / f"{sha[:16]}{old.suffix.lower()}"
-        _check_free(dest, twins={p for _, p in kept})
-        if log.last.get(sha) != ("relabel", _rel(dest, data), _rel(old, data)):
+        check_free(dest, twins={p for _, p in kept})
+        if log.last.get(sha) != ("relabel", rel(dest, data), rel(old, data)):
             log.write("relabel", item, old_label, dest, old)  # else logged by a run killed before the move
-        _move(old, dest, twins={p for _, p in kept})
+        move(old, dest, twins={p for _, p in kept})
         kept.append((label, dest))
     index[sha] = kept
     return RELABELLED
-
-
-def partial_name(dest: Path) -> Path:
-    """The hidden name ``dest`` is written under until its log line is written."""
-    return dest.with_name(f".{dest.name}{_PARTIAL}")
-
-
-def _copy(file: Found, dest: Path, logged: Any) -> None:
-    """Write ``file``'s bytes to ``dest``: to its partial name first (synced), then the log line
-    (``logged()``, synced), then the rename; see the module docstring."""
-    if dest.exists():
-        raise OutputError(f"{dest} exists with other content; left alone, nothing imported after it")
-    try:
-        content = _read_regular(file.readable)
-    except OSError as exc:
-        raise InputError(f"cannot read {file.path}: {exc.strerror or exc}") from exc
-    if content_hash_bytes(content) != file.sha256:
-        raise InputError(f"{file.path} changed during the import; run it again")
-    tmp = partial_name(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        with suppress(OSError):
-            tmp.unlink()
-        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    logged()
-    try:
-        os.replace(tmp, dest)
-        _sync_dir(dest.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}; run the import again") from exc
-
-
-def _sync_dir(folder: Path) -> None:
-    with suppress(OSError):  # not every file system lets a folder be synced
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def finish_partial_copies(data: Path, log: _ReviewLog) -> tuple[int, int]:
-    """Finish or remove what a killed import left in DATA's class folders: a partial copy whose
-    "add" line is in the log (with its bytes) is renamed into place, any other is deleted, as
-    are the temporaries of earlier versions. Returns (finished, removed)."""
-    finished = removed = 0
-    added = {row["path"]: row["sha256"] for row in _read_log(log.path) if row.get("action") == "add"}
-    for folder in list_class_folders(data):
-        for entry in _listing(data / folder):
-            name = entry.name
-            if not name.startswith(".") or entry.is_dir(follow_symlinks=False):
-                continue
-            if name.endswith(_PARTIAL):
-                dest = Path(entry.path).with_name(name[1 : -len(_PARTIAL)])
-                sha = added.get(_rel(dest, data))
-                try:
-                    if sha and not dest.exists() and _hash_regular(entry.path)[0] == sha:
-                        os.replace(entry.path, dest)
-                        _sync_dir(dest.parent)
-                        finished += 1
-                        continue
-                except OSError:
-                    pass
-            elif not _OLD_PARTIAL.match(name):
-                continue
-            with suppress(OSError):
-                os.unlink(entry.path)
-                removed += 1
-    return finished, removed
-
-
-def _check_free(dest: Path, twins: set[Path]) -> None:
-    if dest.exists() and dest not in twins:
-        raise OutputError(f"{dest} exists with other content; left alone, nothing imported after it")
-
-
-def _move(old: Path, dest: Path, twins: set[Path]) -> None:
-    _check_free(dest, twins)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(old, dest)  # replaces at most a twin with the same bytes: nothing is lost
-    except OSError as exc:
-        raise OutputError(f"cannot move {old} to {dest}: {exc.strerror or exc}") from exc
-
-
-class _ReviewLog:
-    """The append-only CSV of changes. Appended row by row, right after each change, so the log
-    matches DATA even if an import stops halfway; a reject already logged is not logged again."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.when, self.handle = path, datetime.now(UTC).isoformat(timespec="seconds"), None
-        rows = _read_log(path)
-        self.rejected = {(r["sha256"], r["entry"]) for r in rows if r.get("action") == "reject"}
-        # (action, path, old_path) of the latest line per image: a relabel logged by a run that
-        # was killed before its move is finished, not logged twice
-        self.last = {r["sha256"]: (r.get("action"), r.get("path"), r.get("old_path")) for r in rows}
-
-    def __enter__(self) -> _ReviewLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-    def reject(self, item: Reviewed, held_as: str) -> None:
-        if (item.file.sha256, item.row["entry"]) not in self.rejected:
-            self.rejected.add((item.file.sha256, item.row["entry"]))
-            self.write("reject", item, held_as, None)
-
-    def write(self, action: str, item: Reviewed, old_label: str, path: Path | None, old: Path | None = None):
-        data = self.path.parent
-        row = (
-            self.when, action, item.review, item.row["source_path"], item.row["entry"], item.file.sha256,
-            item.row["predicted_label"], old_label, item.label, _rel(path, data), _rel(old, data),
-        )  # fmt: skip
-        with self._writer() as writer:
-            writer.writerow(row)
-        self.last[item.file.sha256] = (action, row[9], row[10])
-
-    @contextmanager
-    def _writer(self) -> Iterator[Any]:
-        try:
-            if self.handle is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                new = not self.path.exists() or self.path.stat().st_size == 0
-                torn = not new and _ends_unterminated(self.path)
-                self.handle = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-                if new:
-                    csv.writer(self.handle, lineterminator="\n").writerow(LOG_COLUMNS)
-                elif torn:
-                    self.handle.write("\n")  # a line cut short by a crash stays apart from the next
-            yield csv.writer(self.handle, lineterminator="\n")
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot write the review log {self.path}: {exc.strerror or exc}") from exc
-
-
-def _ends_unterminated(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) != b"\n"
-
-
-def _read_log(path: Path) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read the review log {path}: {exc}") from exc
-
-
-def _rel(path: Path | None, root: Path) -> str:
-    return "" if path is None else path.relative_to(root).as_posix()

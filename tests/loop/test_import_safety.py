@@ -20,7 +20,9 @@ from classify_job.classify.run import run_classify
 from classify_job.cli import app
 from classify_job.hashing import content_hash
 from classify_job.loop.review_export import export_review
-from classify_job.loop.review_import import LOG_NAME, import_review, partial_name
+from classify_job.loop.review_files import partial_name
+from classify_job.loop.review_import import import_review
+from classify_job.loop.review_log import LOG_NAME
 
 AMBIGUOUS = [(128, 128, 128), (200, 30, 200), (150, 150, 40), (30, 150, 150)]
 
@@ -166,10 +168,11 @@ KILLER = textwrap.dedent(
     import os, sys
     from pathlib import Path
     from classify_job.loop import review_import as ri
+    from classify_job.loop.review_log import ReviewLog
 
     point, n = sys.argv[3], int(sys.argv[4])
     calls = 0
-    real_replace, real_write = os.replace, ri._ReviewLog.write
+    real_replace, real_write = os.replace, ReviewLog.write
 
     def replace(src, dst):
         global calls
@@ -191,7 +194,7 @@ KILLER = textwrap.dedent(
                 os._exit(9)
         real_write(self, *args, **kwargs)
 
-    os.replace, ri._ReviewLog.write = replace, write
+    os.replace, ReviewLog.write = replace, write
     ri.import_review(Path(sys.argv[1]), Path(sys.argv[2]))
     os._exit(0)
     """

@@ -21,7 +21,8 @@ from classify_job.cli import app
 from classify_job.errors import InputError
 from classify_job.hashing import content_hash
 from classify_job.loop.review_export import MANIFEST_COLUMNS, export_review
-from classify_job.loop.review_import import LOG_COLUMNS, LOG_NAME, import_review
+from classify_job.loop.review_import import import_review
+from classify_job.loop.review_log import LOG_COLUMNS, LOG_NAME
 
 # Colours the red/green/blue model cannot tell apart: grey and two-colour mixes.
 AMBIGUOUS = [(128, 128, 128), (200, 30, 200), (150, 150, 40), (30, 150, 150), (110, 100, 95)]
