@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from classify_job.errors import InputError
 
+CPUS = os.cpu_count() or 1
+MAX_THREADS = 4 * CPUS  # threads and workers: more only thrash (100,000 started 32,000 threads)
 C = TypeVar("C")
 
 

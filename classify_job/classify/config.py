@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from classify_job.classify.scan import Shard
-from classify_job.config import SettingError, check, resolve
+from classify_job.config import CPUS, MAX_THREADS, SettingError, check, resolve
 from classify_job.errors import InputError
 from classify_job.walk import DEFAULT_EXTENSIONS, normalize_extensions
 
@@ -17,8 +16,6 @@ ENGINE_NAMES = ("local", "ray")
 RUNTIMES = ("auto", "onnx", "openvino", "keras")  # see classify_job.classify.backends
 REQUIRED = {"input_dir": "INPUT_DIR", "model": "--model", "out": "--out"}
 FLAG_NAMES = {"extensions": "--ext"}
-CPUS = os.cpu_count() or 1
-MAX_THREADS = 4 * CPUS  # workers and runtime_threads: more only thrash (100,000 started 32,000 threads)
 MAX_BATCH = 4096  # images per model call; the batch buffers are allocated up front
 MAX_ACTORS = 10_000  # ray_actors: a cluster's actors, not this machine's threads
 

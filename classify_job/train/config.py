@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classify_job.config import build, check, resolve
+from classify_job.config import CPUS, MAX_THREADS, build, check, resolve
 from classify_job.decision import DEFAULT_TARGET_PRECISION
 from classify_job.imageio import COLOR_MODES
 from classify_job.train.augment import AugmentConfig
@@ -71,6 +71,7 @@ class TrainConfig:
             {
                 "epochs": (self.epochs >= 1, ">= 1"),
                 "batch_size": (self.batch_size >= 1, ">= 1"),
+                "workers": (1 <= self.workers <= MAX_THREADS, f"in [1, {MAX_THREADS}] (4 x {CPUS} CPUs)"),
                 "image_size": (size_ok, "(height, width), each >= 8"),
                 "color_mode": (self.color_mode in COLOR_MODES, f"one of {sorted(COLOR_MODES)}"),
                 "learning_rate": (self.learning_rate > 0, "> 0"),

@@ -35,6 +35,8 @@ def test_config_validates_with_the_received_value(tmp_path):
         configure(TrainConfig(tmp_path, tmp_path, arch="resnet"))
     with pytest.raises(InputError, match="val_split"):
         TrainConfig(tmp_path, tmp_path, val_split=0.5, test_split=0.6)
+    with pytest.raises(InputError, match=r"workers must be in \[1, \d+\]"):
+        TrainConfig(tmp_path, tmp_path, workers=100_000)  # bounded to the machine like classify's
     assert TrainConfig("d", "o", image_size=32).image_size == (32, 32)
 
 
