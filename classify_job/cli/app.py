@@ -32,6 +32,25 @@ EXIT_CODES: dict[type[errors.ClassifyJobError], int] = {
     errors.Interrupted: 75,
 }
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from classify_job import __version__
+
+        typer.echo(f"classify-job {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Train image classifiers on folder datasets and classify huge image trees into Parquet."""
+
+
 T = TypeVar("T")
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")]
 

@@ -282,3 +282,10 @@ def test_train_flags_merge_into_the_job_files_arch_options(tiny_tree, tmp_path, 
     job.write_text("[train]\n" + "\n".join(lines) + "\n[train.arch_options]\ndropout = 0.5\n")
     assert invoke("train", "--config", job, "--fine-tune-blocks", "2").exit_code == 2
     assert received[0].arch_options == {"dropout": 0.5, "fine_tune_blocks": 2}
+
+
+def test_version_prints_the_package_version():
+    from classify_job import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"classify-job {__version__}"
