@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from classify_job import atomic
-from classify_job.bundle import BundleSpec, write_spec
+from classify_job.bundle import BundleSpec, bundle_file, write_spec
 from classify_job.decision import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
 from classify_job.errors import DatasetError, InputError, OutputError
 from classify_job.hashing import content_hash
@@ -188,9 +188,11 @@ def recalibrate_bundle(
         raise DatasetError(
             f"too few readable labelled images in {data} (outside the training split) to calibrate on"
         )
-    shutil.copytree(bundle_dir, out)
     unfamiliar = bundle.spec.unfamiliar or {}
-    kept = UnfamiliarScore.load(out / unfamiliar["file"]) if unfamiliar.get("file") else None
+    kept = None
+    if unfamiliar.get("file"):  # verified where it is (inside the bundle, its recorded hash)
+        kept = UnfamiliarScore.load(bundle_file(bundle_dir, unfamiliar["file"], unfamiliar.get("sha256")))
+    shutil.copytree(bundle_dir, out, symlinks=True)  # a link is copied as a link, never its target
     sets = CalibrationSets(
         held_out=_joined(parts["fit"], parts["familiar"]),
         reference=None if kept else parts["fit"],
