@@ -68,6 +68,35 @@ SUPERSEDING = ".superseding"
 
 
 @dataclass(frozen=True)
+class RunSetup:
+    """What one run is given, fixed for its whole length: the settings, the output folder (locked),
+    the bundle's spec (read once), where progress goes, the stop flag and the start time."""
+
+    config: ClassifyConfig
+    out: Path
+    spec: BundleSpec
+    on_progress: ProgressCallback
+    stop: threading.Event
+    started: float
+
+
+@dataclass
+class RunState:
+    """One pass of a run as it goes: its id, decision rule, walk, open part writer and counters.
+    Passed whole to the loop and the writer thread instead of long argument lists."""
+
+    setup: RunSetup
+    run_id: str
+    rule: DecisionRule
+    scan: TreeScan
+    writer: PartWriter
+    progress: RunProgress
+    histograms: RunHistograms  # this run's rows, for drift
+    timings: dict[str, Any]
+    engine_facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What a finished run did, the facts it recorded and the summary of the whole output."""
 
@@ -99,7 +128,7 @@ def run_classify(
     stop = stop or threading.Event()
     with output_lock(out):
         _reset(out, config.fresh)
-        result = _run_passes(config, out, spec, on_progress or (lambda p: None), stop, started)
+        result = _run_passes(RunSetup(config, out, spec, on_progress or (lambda p: None), stop, started))
     if stop.is_set():
         raise Interrupted(f"stopped after {result.progress.done} files; rerun to resume")
     _check_error_rate(result.summary, config.max_error_rate)
@@ -128,36 +157,26 @@ def _reset(out: Path, fresh: bool) -> None:
         log.info("removed %d unfinished part file(s) left by an interrupted run", removed)
 
 
-def _run_passes(
-    config: ClassifyConfig,
-    out: Path,
-    spec: BundleSpec,
-    on_progress: ProgressCallback,
-    stop: threading.Event,
-    started: float,
-) -> RunResult:
+def _run_passes(setup: RunSetup) -> RunResult:
     """Run; a part whose footer was fine but whose rows cannot be read (found while re-deciding,
     pruning or summarising) is quarantined and the run goes again, so its files are redone now."""
     quarantined: list[Quarantined] = []
     while True:
         try:
-            return _run_locked(config, out, spec, on_progress, stop, started, quarantined)
+            return _run_locked(setup, quarantined)
         except UnreadablePart as exc:
-            if stop.is_set() or exc.part.parent != out / PREDICTIONS_DIR or not exc.part.is_file():
+            if (
+                setup.stop.is_set()
+                or exc.part.parent != setup.out / PREDICTIONS_DIR
+                or not exc.part.is_file()
+            ):
                 raise
             quarantine_part(exc.part, exc.reason)
             quarantined.append(Quarantined(exc.part.name, exc.reason, None))
 
 
-def _run_locked(
-    config: ClassifyConfig,
-    out: Path,
-    spec: BundleSpec,
-    on_progress: ProgressCallback,
-    stop: threading.Event,
-    started: float,
-    quarantined: list[Quarantined],
-) -> RunResult:
+def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
+    config, out, spec = setup.config, setup.out, setup.spec
     run_id = new_run_id()
     index = OutputIndex.load(out)
     quarantined = quarantined + index.quarantined
@@ -176,70 +195,68 @@ def _run_locked(
     )
     writer = _part_writer(config, out, spec, run_id)
     _touch(out / SUPERSEDING)
-    engine_facts: dict[str, Any] = {"runtime": None}
-    timings = {"startup_s": round(time.monotonic() - started, 3)}
-    histograms = RunHistograms(spec.labels, rule.cutoff)  # this run's rows, for drift
+    run = RunState(
+        setup, run_id, rule, scan, writer, progress, RunHistograms(spec.labels, rule.cutoff),
+        timings={"startup_s": round(time.monotonic() - setup.started, 3)}, engine_facts={"runtime": None},
+    )  # fmt: skip
     try:
-        _classify_batches(
-            config, spec, rule, scan, writer, progress, on_progress, stop, timings, engine_facts, histograms
-        )
+        _classify_batches(run)
     finally:
         writer.commit()  # every finished row is kept, whatever stopped the loop
     parts, superseded = _supersede(out, parts + writer.indexes) if writer.indexes else (parts, 0)
     (out / SUPERSEDING).unlink(missing_ok=True)
     parts, pruned, missing = _missing(scan, parts, config.prune)
-    facts = _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, started)
-    facts.update(engine_facts, redecided=redecided, calibration_id=rule.calibration_id)
+    facts = _run_facts(run, missing, pruned)
+    facts.update(run.engine_facts, redecided=redecided, calibration_id=rule.calibration_id)
     facts.update(quarantined=len(quarantined), quarantined_parts=[q.as_dict() for q in quarantined])
-    facts.update(record_drift(out, facts, histograms, config.drift_runs, config.drift_min_rows))
+    facts.update(record_drift(out, facts, run.histograms, config.drift_runs, config.drift_min_rows))
     write_run_facts(out, facts)
     changed = writer.indexes or superseded or pruned or redecided or quarantined
     summary = _reports(out, facts, rows_changed=bool(changed))
     return RunResult(run_id, out, progress, superseded, summary, facts)
 
 
-def _classify_batches(
-    config, spec, rule, scan, writer, progress, on_progress, stop, timings, facts, histograms
-) -> None:
+def _classify_batches(run: RunState) -> None:
+    config, spec, scan, progress = run.setup.config, run.setup.spec, run.scan, run.progress
     todo = scan.todo()
     first = next(todo, None)
     progress.skipped = scan.skipped
     if first is not None:  # only now is a model needed
-        ctx = RowContext(spec.labels, spec.model_id, progress.run_id, config.top_k, rule)
+        ctx = RowContext(spec.labels, spec.model_id, run.run_id, config.top_k, run.rule)
         progress.started = time.monotonic()
-        rows = BackgroundWriter(
-            lambda item: _write_rows(item, ctx, writer, progress, on_progress, timings, histograms)
-        )
+        rows = BackgroundWriter(lambda item: _write_rows(item, ctx, run))
         entries = _counted(chain([first], todo), scan, progress)
+        engine = ENGINES[config.engine]
         with _closing(rows):
-            for item in ENGINES[config.engine](config, spec, entries, ctx, writer.schema, facts):
+            for item in engine(config, spec, entries, ctx, run.writer.schema, run.engine_facts):
                 rows.put(item)
-                if stop.is_set():
+                if run.setup.stop.is_set():
                     log.warning("stop requested: committing finished rows and exiting")
                     break
-        timings["loop_s"] = round(time.monotonic() - progress.started, 3)  # model load to last row
+        run.timings["loop_s"] = round(time.monotonic() - progress.started, 3)  # model load to last row
     progress.skipped = scan.skipped
     if scan.complete:
         progress.total = scan.found
-    on_progress(progress)
+    run.setup.on_progress(progress)
 
 
-def _write_rows(item, ctx, writer, progress, on_progress, timings, histograms) -> None:
+def _write_rows(item: Any, ctx: RowContext, run: RunState) -> None:
     """On the writer thread: the rows of one batch into the open part, the counters and histograms."""
+    progress, writer = run.progress, run.writer
     table = (
         item
         if isinstance(item, pa.Table)
         else predictions_table(item.batch, item.probs, item.features, ctx, writer.schema)
     )
-    if "first_batch_s" not in timings:
-        timings.update(
+    if "first_batch_s" not in run.timings:
+        run.timings.update(
             first_batch_s=round(time.monotonic() - progress.started, 3), first_batch_at=time.time()
         )
     writer.write(table)
-    histograms.add(table)
+    run.histograms.add(table)
     progress.classified += table.num_rows
     progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
-    on_progress(progress)
+    run.setup.on_progress(progress)
 
 
 @contextmanager
@@ -308,9 +325,10 @@ def _expected_files(out: Path) -> int | None:
     return previous.get("found") if previous else None
 
 
-def _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, started) -> dict[str, Any]:
+def _run_facts(run: RunState, missing: int | None, pruned: int) -> dict[str, Any]:
+    config, spec, scan, started = run.setup.config, run.setup.spec, run.scan, run.setup.started
     return {
-        "run_id": run_id,
+        "run_id": run.run_id,
         "started_at": _iso(time.time() - (time.monotonic() - started)),
         "finished_at": _iso(time.time()),
         "elapsed_s": round(time.monotonic() - started, 3),
@@ -322,14 +340,14 @@ def _run_facts(config, spec, run_id, scan, progress, timings, missing, pruned, s
         "engine": config.engine,
         "complete": scan.complete,
         "found": scan.found,
-        "classified": progress.classified,
-        "errors": progress.errors,
+        "classified": run.progress.classified,
+        "errors": run.progress.errors,
         "skipped": scan.skipped,
         "missing": missing,
         "pruned": pruned,
         "ignored_extensions": dict(sorted(scan.stats.ignored.items())),
         "unlisted_dirs": scan.stats.unlisted,
-        "timings": timings,
+        "timings": run.timings,
         "peak_rss_mib": peak_rss_mib(),
     }
 
