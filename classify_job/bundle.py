@@ -249,14 +249,15 @@ def read_spec(directory: str | os.PathLike) -> BundleSpec:
     return BundleSpec.from_json(data)
 
 
-def load_bundle(directory: str | os.PathLike) -> Bundle:
-    """Load a bundle with Keras' safe mode (no arbitrary code from the file)."""
+def load_bundle(directory: str | os.PathLike, spec: BundleSpec | None = None) -> Bundle:
+    """Load a bundle with Keras' safe mode (no arbitrary code from the file); ``spec`` is its
+    ``bundle.json`` when the caller has read it already."""
     import keras
 
     import classify_job.nets  # noqa: F401  registers custom layers for the loader
 
     directory = Path(directory)
-    spec = read_spec(directory)
+    spec = read_spec(directory) if spec is None else spec
     model_path = bundle_file(directory, MODEL_FILE)
     try:
         with _weights_without_initializers():

@@ -212,7 +212,7 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
     facts.update(record_drift(out, facts, run.histograms, config.drift_runs, config.drift_min_rows))
     write_run_facts(out, facts)
     changed = writer.indexes or superseded or pruned or redecided or quarantined
-    summary = _reports(out, facts, rows_changed=bool(changed))
+    summary = _reports(out, facts, (config.model, spec), rows_changed=bool(changed))
     return RunResult(run_id, out, progress, superseded, summary, facts)
 
 
@@ -299,17 +299,19 @@ def _missing(scan: TreeScan, parts: list[PartIndex], prune: bool) -> tuple[list[
     return [p for p in kept if p is not None], missing, 0  # a part left without rows is deleted
 
 
-def _reports(out: Path, facts: dict[str, Any], rows_changed: bool) -> dict[str, Any]:
+def _reports(
+    out: Path, facts: dict[str, Any], bundle: tuple[Path, BundleSpec], rows_changed: bool
+) -> dict[str, Any]:
     """Rebuild summary and report when rows changed; otherwise refresh the summary's run facts,
     and rebuild the report if it is missing (its last write failed, or someone deleted it)."""
     if not rows_changed and (summary := refresh_summary(out, facts)) is not None:
         if not (out / REPORT_HTML).is_file() and any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
-            write_html_report(out, summary)
+            write_html_report(out, summary, bundle=bundle)
         return summary
     if not any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
         return {}
     summary = write_summary(out, build_summary(out))
-    write_html_report(out, summary)
+    write_html_report(out, summary, bundle=bundle)
     return summary
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from classify_job import atomic
-from classify_job.bundle import read_spec
+from classify_job.bundle import BundleSpec, read_spec
 from classify_job.decision import DEFAULT_MARGIN, DEFAULT_THRESHOLD, check_review_settings
 from classify_job.errors import BundleError, InputError
 from classify_job.predictions import list_parts, read_part_metadata
@@ -34,6 +34,7 @@ def write_html_report(
     per_label: int = 12,
     review_limit: int = 200,
     thumb_px: int = 128,
+    bundle: tuple[Path, BundleSpec] | None = None,
 ) -> Path:
     """Write ``OUT/report.html`` from the Parquet predictions (and the model bundle, if it still
     exists) and return its path.
@@ -42,14 +43,15 @@ def write_html_report(
     ``per_label`` most and least confident images, the review queue (confidence < ``threshold`` or
     top two probabilities less than ``margin`` apart, least confident first, at most
     ``review_limit`` shown) and the bundle's evaluation metrics. ``summary`` is the one the
-    caller just built from the same predictions; it is built here when not given.
+    caller just built from the same predictions; it is built here when not given. ``bundle`` is
+    the (path, spec) of the model the caller ran; else it is found from the last part's footer.
     """
     out = Path(out)
     _check_settings(threshold, margin, per_label=per_label, review_limit=review_limit, thumb_px=thumb_px)
     summary = build_summary(out) if summary is None else summary
     samples = collect_samples(out, threshold, margin, per_label, review_limit)
     thumbs = make_thumbnails(samples.paths(), thumb_px)
-    page = render_page(out, summary, samples, thumbs, _model_facts(out, summary.get("model_id")))
+    page = render_page(out, summary, samples, thumbs, _model_facts(out, summary.get("model_id"), bundle))
     path = out / REPORT_HTML
     atomic.write_text(path, page)
     return path
@@ -62,17 +64,18 @@ def _check_settings(threshold: float, margin: float, **counts: int) -> None:
             raise InputError(f"{name} must be at least 1. Received: {value}")
 
 
-def _model_facts(out: Path, model_id: str | None) -> dict[str, Any]:
+def _model_facts(out: Path, model_id: str | None, known: tuple[Path, BundleSpec] | None) -> dict[str, Any]:
     """The bundle the latest run used, if it still exists: spec, metrics.json, confusion matrix."""
-    parts = list_parts(out)
-    bundle = read_part_metadata(parts[-1]).get("model_path") if parts else None
-    if not bundle:
-        return {"note": "the run did not record its model bundle"}
-    bundle = Path(bundle)
-    try:
-        spec = read_spec(bundle)
-    except BundleError as exc:
-        return {"note": str(exc), "path": str(bundle)}
+    if known is None:
+        parts = list_parts(out)
+        path = read_part_metadata(parts[-1]).get("model_path") if parts else None
+        if not path:
+            return {"note": "the run did not record its model bundle"}
+        try:
+            known = (Path(path), read_spec(path))
+        except BundleError as exc:
+            return {"note": str(exc), "path": str(path)}
+    bundle, spec = known
     facts: dict[str, Any] = {"path": str(bundle), "spec": spec, **_evaluation_files(bundle)}
     if spec.model_id != model_id:
         facts["note"] = f"the bundle now holds model {spec.model_id}, not {model_id} that wrote these rows"

@@ -56,7 +56,7 @@ def open_backend(bundle: Path, spec: BundleSpec, runtime: str, batch_size: int, 
     if runtime == "keras":
         from classify_job.classify.backends.keras import KerasBackend
 
-        return KerasBackend(bundle, batch_size)
+        return KerasBackend(bundle, spec, batch_size)
     export = exported(spec, runtime)
     if export is None:
         raise BundleError(f"{bundle} has no verified {runtime} export; run `classify-job export {bundle}`")

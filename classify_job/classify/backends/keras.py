@@ -6,8 +6,12 @@ Always available, and the reference the exported runtimes are checked against.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from classify_job.bundle import BundleSpec
 
 
 class KerasBackend:
@@ -16,11 +20,11 @@ class KerasBackend:
 
     name = "keras"
 
-    def __init__(self, bundle: Path, batch_size: int) -> None:
+    def __init__(self, bundle: Path, spec: BundleSpec, batch_size: int) -> None:
         from classify_job.bundle import load_bundle
         from classify_job.nets.inference import FEATURES, PROBABILITIES, inference_model
 
-        self.model = inference_model(load_bundle(bundle).model)
+        self.model = inference_model(load_bundle(bundle, spec).model)
         self.outputs = (PROBABILITIES, FEATURES)
         self.batch_size = batch_size
         self._padded = np.zeros((batch_size, *self.model.input_shape[1:]), np.uint8)
