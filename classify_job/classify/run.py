@@ -310,7 +310,7 @@ def _reports(
         return summary
     if not any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
         return {}
-    summary = write_summary(out, build_summary(out))
+    summary = write_summary(out, build_summary(out, facts))
     write_html_report(out, summary, bundle=bundle)
     return summary
 

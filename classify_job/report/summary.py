@@ -24,9 +24,10 @@ SUMMARY_MD = "summary.md"
 _COLUMNS = ("label", "error", "run_id", "model_id", "classified_at", *DECISION_COLUMNS)
 
 
-def build_summary(out: Path) -> dict[str, Any]:
+def build_summary(out: Path, facts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counts over the whole dataset, the facts of the latest run that wrote rows, and what the
-    latest run of all saw of the tree (missing files, skipped extensions, ...).
+    latest run of all saw of the tree (missing files, skipped extensions, ...): ``facts``, when
+    the caller is that run, else read from ``OUT/runs/``.
 
     ``skipped`` counts rows the latest run that wrote rows kept from earlier runs.
     """
@@ -35,7 +36,7 @@ def build_summary(out: Path) -> dict[str, Any]:
     for _, batch in iter_batches(out, _COLUMNS, probs=True, parts=parts):
         totals.add(batch)
     summary = _summary_dict(totals, read_part_metadata(parts[-1]))
-    return with_run_facts(out, summary, latest_run(out), latest_drift(out))
+    return with_run_facts(out, summary, latest_run(out) if facts is None else facts, latest_drift(out))
 
 
 def with_run_facts(
