@@ -21,7 +21,6 @@ import os
 import shutil
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -255,24 +254,22 @@ def drop_superseded_rows(parts: list[PartIndex]) -> tuple[list[PartIndex], int]:
     if len(dup_hashes) == 0:
         return parts, 0
     candidates = [np.isin(p.path_hash, dup_hashes) for p in parts]
-    newest = _newest_owner(parts, candidates)
+    relpaths = {  # each candidate part's relpaths read once, for both passes below
+        p.part: _relpaths(p.part, np.flatnonzero(c))
+        for p, c in zip(parts, candidates, strict=True)
+        if c.any()
+    }
+    newest: dict[str, Path] = {}
+    for part, names in relpaths.items():  # in commit order: the last part to hold a relpath wins
+        newest.update(dict.fromkeys(names, part))
     kept, removed = [], 0
     for p, candidate in zip(parts, candidates, strict=True):
         drop = np.zeros(len(p.rows), bool)
         if candidate.any():
-            relpaths = _relpaths(p.part, np.flatnonzero(candidate))
-            drop[np.flatnonzero(candidate)] = [newest[r] != p.part for r in relpaths]
+            drop[np.flatnonzero(candidate)] = [newest[r] != p.part for r in relpaths[p.part]]
         kept.append(remove_rows(p, drop) if drop.any() else p)
         removed += int(drop.sum())
     return [p for p in kept if p is not None], removed
-
-
-def _newest_owner(parts: Iterable[PartIndex], candidates: list[np.ndarray]) -> dict[str, Path]:
-    newest: dict[str, Path] = {}
-    for p, candidate in zip(parts, candidates, strict=True):
-        if candidate.any():
-            newest.update(dict.fromkeys(_relpaths(p.part, np.flatnonzero(candidate)), p.part))
-    return newest
 
 
 def part_path_hashes(part: Path) -> np.ndarray:
