@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from classify_job.errors import InputError, OutputError
@@ -290,3 +291,8 @@ def prob_matrix(batch: pa.RecordBatch) -> tuple[list[str], np.ndarray]:
     columns = [batch.column(name).to_numpy(zero_copy_only=False) for name in names]
     matrix = np.column_stack(columns) if columns else np.zeros((batch.num_rows, 0))
     return [name.removeprefix(PROB_PREFIX) for name in names], matrix.astype(np.float32)
+
+
+def value_counts(column: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    """How many times each non-null value occurs in ``column``."""
+    return {item["values"]: item["counts"] for item in pc.value_counts(column.drop_null()).to_pylist()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,8 @@ def latest_run(out: Path) -> dict[str, Any] | None:
     """The newest run's facts, or None before the first run."""
     runs = read_runs(out, last=1)
     return runs[-1] if runs else None
+
+
+def iso_utc(timestamp: float, timespec: str = "seconds") -> str:
+    """A POSIX timestamp as the ISO 8601 UTC text runs and summaries record."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec=timespec)

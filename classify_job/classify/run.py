@@ -57,7 +57,7 @@ from classify_job.report.summary import (
     refresh_summary,
     write_summary,
 )
-from classify_job.runfacts import RUNS_DIR, latest_run, write_run_facts
+from classify_job.runfacts import RUNS_DIR, iso_utc, latest_run, write_run_facts
 from classify_job.runtime import peak_rss_mib
 from classify_job.walk import FileEntry
 
@@ -331,8 +331,8 @@ def _run_facts(run: RunState, missing: int | None, pruned: int) -> dict[str, Any
     config, spec, scan, started = run.setup.config, run.setup.spec, run.scan, run.setup.started
     return {
         "run_id": run.run_id,
-        "started_at": _iso(time.time() - (time.monotonic() - started)),
-        "finished_at": _iso(time.time()),
+        "started_at": iso_utc(time.time() - (time.monotonic() - started), "milliseconds"),
+        "finished_at": iso_utc(time.time(), "milliseconds"),
         "elapsed_s": round(time.monotonic() - started, 3),
         "input_dir": str(config.input_dir.absolute()),
         "model_path": str(config.model.absolute()),
@@ -352,10 +352,6 @@ def _run_facts(run: RunState, missing: int | None, pruned: int) -> dict[str, Any
         "timings": run.timings,
         "peak_rss_mib": peak_rss_mib(),
     }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: str) -> PartWriter:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job.errors import InputError
+from classify_job.predictions import value_counts
 from classify_job.runfacts import iter_runs
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class RunHistograms:
         """Count the rows of ``table`` whose status is ok (error rows are counted by the summary)."""
         ok = table.filter(pc.fill_null(pc.equal(table.column("status"), "ok"), False))
         self.rows += ok.num_rows
-        self.labels.update(_value_counts(ok.column("label")))
+        self.labels.update(value_counts(ok.column("label")))
         self.confidence += bin_counts(_values(ok.column("confidence")), CONFIDENCE_EDGES)
         if self.unfamiliar is not None:
             self.unfamiliar += bin_counts(_values(ok.column("unfamiliar_score")), self.unfamiliar_edges)
@@ -83,10 +84,6 @@ class RunHistograms:
         if self.unfamiliar is not None:
             data["unfamiliar"] = {"edges": self.unfamiliar_edges, "counts": self.unfamiliar.tolist()}
         return data
-
-
-def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
-    return {item["values"]: item["counts"] for item in pc.value_counts(column.drop_null()).to_pylist()}
 
 
 def _values(column: pa.ChunkedArray) -> np.ndarray:

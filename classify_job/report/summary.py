@@ -15,9 +15,15 @@ import pyarrow.compute as pc
 
 from classify_job import atomic
 from classify_job.decision import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
-from classify_job.predictions import iter_batches, quarantined_parts, read_part_metadata, require_predictions
+from classify_job.predictions import (
+    iter_batches,
+    quarantined_parts,
+    read_part_metadata,
+    require_predictions,
+    value_counts,
+)
 from classify_job.report.drift import describe, latest_drift
-from classify_job.runfacts import latest_run
+from classify_job.runfacts import iso_utc, latest_run
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -104,7 +110,7 @@ class _Totals:
             ("run_id", self.runs),
             ("model_id", self.models),
         ):
-            counter.update(_value_counts(batch.column(name)))
+            counter.update(value_counts(batch.column(name)))
         decision, reason = stored_decisions(batch)
         self.decisions.update(d for d in decision if d is not None)
         self.reasons.update(part for r in reason if r for part in r.split("; "))
@@ -113,11 +119,6 @@ class _Totals:
             in_run = pc.filter(times, pc.equal(batch.column("run_id"), run))
             latest = pc.max(in_run).as_py()
             self.last_classified[run] = max(latest, self.last_classified.get(run, latest))
-
-
-def _value_counts(column: pa.Array) -> dict[str, int]:
-    counts = pc.value_counts(column.drop_null()).to_pylist()
-    return {item["values"]: item["counts"] for item in counts}
 
 
 def _summary_dict(totals: _Totals, latest: dict[str, Any]) -> dict[str, Any]:
@@ -156,9 +157,7 @@ def _run_elapsed(latest: dict[str, Any], last_row_us: int | None) -> float:
 
 
 def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    return None if timestamp is None else iso_utc(timestamp)
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
