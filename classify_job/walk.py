@@ -110,6 +110,13 @@ def normalize_extensions(extensions: Iterable[str]) -> frozenset[str]:
     return result
 
 
+def require_dir(path: str | os.PathLike, what: str = "directory") -> str | os.PathLike:
+    """``path`` if it is a directory; else the one InputError for every tree that is walked."""
+    if not os.path.isdir(path):
+        raise InputError(f"{what} not found: {path}")
+    return path
+
+
 def iter_files(
     root: str | os.PathLike,
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
@@ -123,9 +130,7 @@ def iter_files(
     ``prefix`` is put before every relpath (``"train/cat/"`` when walking ``root/train/cat``); it
     is given as the OS returned it and escaped like any name.
     """
-    root_path = os.path.abspath(os.fspath(root))
-    if not os.path.isdir(root_path):
-        raise InputError(f"directory not found: {root}")
+    root_path = os.path.abspath(os.fspath(require_dir(root)))
     walker = _Walker(
         normalize_extensions(extensions),
         follow_symlinks,

@@ -40,7 +40,7 @@ from classify_job.classify.rows import RowContext, predictions_table
 from classify_job.classify.scan import TreeScan
 from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stale_temp_files
 from classify_job.decision import DecisionRule
-from classify_job.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
+from classify_job.errors import ErrorRateExceeded, Interrupted, OutputError
 from classify_job.predictions import (
     PREDICTIONS_DIR,
     TMP_DIR,
@@ -59,7 +59,7 @@ from classify_job.report.summary import (
 )
 from classify_job.runfacts import RUNS_DIR, iso_utc, latest_run, write_run_facts
 from classify_job.runtime import peak_rss_mib
-from classify_job.walk import FileEntry
+from classify_job.walk import FileEntry, require_dir
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ def run_classify(
     ErrorRateExceeded after writing everything when too many files failed.
     """
     started = time.monotonic()
-    if not config.input_dir.is_dir():
-        raise InputError(f"input directory not found: {config.input_dir}")
+    require_dir(config.input_dir, "input directory")  # before anything is created
     config = config.resolve_model()  # once: a promotion during the run cannot switch models
     spec = read_spec(config.model)  # fail fast on a wrong path, before creating anything
     out = _prepare_out(config.out)

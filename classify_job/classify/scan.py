@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from classify_job.classify.index import PartIndex, contains
 from classify_job.errors import InputError
 from classify_job.hashing import model_hash, path_hashes, resume_keys, shard_of
-from classify_job.walk import FileEntry, WalkStats, fs_path, iter_files
+from classify_job.walk import FileEntry, WalkStats, fs_path, iter_files, require_dir
 
 CHUNK = 1024  # entries checked against the index at once
 
@@ -83,8 +83,7 @@ class TreeScan:
     _seen: list[np.ndarray] = field(default_factory=list)
 
     def todo(self) -> Iterator[FileEntry]:
-        if not self.root.is_dir():
-            raise InputError(f"input directory not found: {self.root}")
+        require_dir(self.root, "input directory")
         entries = iter_files(self.root, self.extensions, self.follow_symlinks, self.exclude, stats=self.stats)
         model = model_hash(self.model_id)
         while chunk := list(islice(entries, CHUNK)):
