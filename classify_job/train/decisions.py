@@ -20,6 +20,7 @@ from classify_job.decision import DEFAULT_TARGET_PRECISION, DecisionRule, Unfami
 from classify_job.errors import DatasetError, InputError, OutputError
 from classify_job.hashing import content_hash
 from classify_job.train.calibrate import (
+    SHRINKAGE,
     HeldOut,
     accept_thresholds,
     calibration_figures,
@@ -84,14 +85,15 @@ def fit_decision_rule(
     thresholds = accept_thresholds(
         calibrate(held_out.probs, temperature), held_out.labels, spec.labels, target
     )
-    if score is None:
+    refit = score is None
+    if refit:
         score = fit_unfamiliar(sets.reference.features, sets.reference.labels, len(spec.labels))
         with atomic.atomic_path(bundle_dir / UNFAMILIAR_FILE) as tmp:
             score.save(tmp)
     unfamiliar = {
         "method": "mahalanobis-nearest-centroid",
         "features": "penultimate layer",
-        "shrinkage": 0.1,
+        "shrinkage": SHRINKAGE if refit else spec.unfamiliar.get("shrinkage"),  # as the score was fitted
         "file": UNFAMILIAR_FILE,
         "sha256": content_hash(bundle_dir / UNFAMILIAR_FILE),
         "cutoff": unfamiliar_cutoff(score, sets.familiar, FAMILIAR_RECALL),
