@@ -101,7 +101,7 @@ report: install  ## make report OUT=out/NAME
 test: install install-airflow  ## lint, then the default test suite (slow tests excluded)
 	$(BIN)/ruff check classify_job tests benchmarks
 	$(BIN)/ruff format --check classify_job tests benchmarks
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow" -q --durations=15
 
 test-slow: install
 	$(BIN)/pytest -m slow -q
