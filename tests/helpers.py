@@ -25,3 +25,11 @@ def write_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format=fmt)
     return path
+
+
+def colour_folder(root: Path, per_class: int) -> Path:
+    """``root/<colour>/<colour>_NNN.png``, ``per_class`` images for each of :data:`COLORS`."""
+    for name, color in COLORS.items():
+        for i in range(per_class):
+            write_image(root / name / f"{name}_{i:03d}.png", color)
+    return root

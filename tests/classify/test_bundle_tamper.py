@@ -11,18 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import COLORS, write_image
+from helpers import colour_folder
 
 from classify_job.bundle import SPEC_FILE, BundleSpec, bundle_file, read_spec
 from classify_job.errors import BundleError
 from classify_job.hashing import content_hash
-
-
-def colour_folder(root: Path, per_class: int) -> Path:
-    for name, color in COLORS.items():
-        for i in range(per_class):
-            write_image(root / name / f"{name}_{i:03d}.png", color)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import COLORS, write_image
+from helpers import colour_folder, write_image
 
 from classify_job.bundle import load_bundle, read_spec
 from classify_job.classify.config import ClassifyConfig
@@ -21,13 +21,6 @@ from classify_job.train.calibrate import HeldOut
 from classify_job.train.dataset import load_split
 from classify_job.train.decisions import CalibrationSets, fit_decision_rule, recalibrate_bundle
 from classify_job.train.evaluate import predict_with_features, select_samples
-
-
-def colour_folder(root: Path, per_class: int) -> Path:
-    for name, color in COLORS.items():
-        for i in range(per_class):
-            write_image(root / name / f"{name}_{i:03d}.png", color)
-    return root
 
 
 @pytest.fixture(scope="module")

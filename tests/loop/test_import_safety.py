@@ -19,7 +19,7 @@ from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.run import run_classify
 from classify_job.cli import app
 from classify_job.hashing import content_hash
-from classify_job.loop.review_export import export_review
+from classify_job.loop.review_export import export_review, read_manifest
 from classify_job.loop.review_files import partial_name
 from classify_job.loop.review_import import import_review
 from classify_job.loop.review_log import LOG_NAME
@@ -36,11 +36,6 @@ def classified(color_bundle, tmp_path_factory) -> Path:
     write_image(root / "tree" / "red" / "red_0.png", COLORS["red"])
     run_classify(ClassifyConfig(root / "tree", color_bundle, root / "out"))
     return root / "out"
-
-
-def manifest(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "manifest.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def hashes(folder: Path) -> dict[str, str]:
@@ -82,7 +77,7 @@ def secret(tmp_path: Path) -> Path:
 
 def test_a_symlinked_entry_is_refused_and_nothing_of_it_is_copied(classified, tmp_path):
     review = export_review(classified, tmp_path / "review").folder
-    first, *rest = manifest(review)
+    first, *rest = read_manifest(review)
     target = secret(tmp_path)
     (review / first["entry"]).unlink()
     os.symlink(target, review / first["entry"])
@@ -105,7 +100,7 @@ def test_a_symlinked_entry_is_refused_and_nothing_of_it_is_copied(classified, tm
 
 def test_a_symlinked_class_folder_is_refused(classified, tmp_path):
     review = export_review(classified, tmp_path / "review").folder
-    entries = manifest(review)
+    entries = read_manifest(review)
     outside = tmp_path / "outside"
     outside.mkdir()
     os.rename(review / entries[0]["entry"], outside / Path(entries[0]["entry"]).name)  # their bytes, too
@@ -123,7 +118,7 @@ def test_a_symlinked_class_folder_is_refused(classified, tmp_path):
 
 def test_a_symlinked_subfolder_and_a_wrong_hash_are_refused(classified, tmp_path):
     review = export_review(classified, tmp_path / "review").folder
-    first, second, *rest = manifest(review)
+    first, second, *rest = read_manifest(review)
     os.symlink(secret(tmp_path).parent, review / first["predicted_label"] / "sub")
     write_image(review / first["entry"], (7, 7, 7))  # the reviewer's tool rewrote the file
     os.rename(review / second["entry"], review / second["predicted_label"] / "renamed.png")
@@ -141,7 +136,7 @@ def test_a_symlinked_subfolder_and_a_wrong_hash_are_refused(classified, tmp_path
 
 def test_a_link_export_still_imports_and_a_retargeted_link_is_refused(classified, tmp_path):
     review = export_review(classified, tmp_path / "review", link=True).folder
-    first, *rest = manifest(review)
+    first, *rest = read_manifest(review)
     (review / first["entry"]).unlink()
     os.symlink(secret(tmp_path), review / first["entry"])
     data = make_data(tmp_path / "data")
@@ -154,7 +149,7 @@ def test_a_link_export_still_imports_and_a_retargeted_link_is_refused(classified
 
 def test_the_cli_counts_and_names_the_refused(classified, tmp_path):
     review = export_review(classified, tmp_path / "review").folder
-    first = manifest(review)[0]
+    first = read_manifest(review)[0]
     (review / first["entry"]).unlink()
     os.symlink(secret(tmp_path), review / first["entry"])
     data = make_data(tmp_path / "data")
@@ -204,7 +199,7 @@ KILLER = textwrap.dedent(
 @pytest.mark.parametrize("point", ["before_log", "before_rename", "after_rename"])
 def test_a_killed_import_and_a_rerun_give_each_file_once_with_its_log_line(classified, tmp_path, point):
     review = export_review(classified, tmp_path / "review").folder
-    entries = manifest(review)
+    entries = read_manifest(review)
     data = make_data(tmp_path / "data")
     before = hashes(data)
     stale = partial_name(data / "red" / "0123456789abcdef.png")
@@ -227,7 +222,7 @@ def test_a_killed_import_and_a_rerun_give_each_file_once_with_its_log_line(class
 
 def test_a_relabel_killed_before_its_move_is_finished_and_logged_once(classified, tmp_path):
     review = export_review(classified, tmp_path / "review").folder
-    entry = manifest(review)[0]
+    entry = read_manifest(review)[0]
     target = next(c for c in COLORS if c != entry["predicted_label"])
     os.rename(review / entry["entry"], review / target / Path(entry["entry"]).name)
     data = make_data(tmp_path / "data")
