@@ -193,15 +193,20 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Make the closed file ``path``'s bytes durable before a rename makes it visible."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def commit_file(tmp: Path, final: Path) -> None:
     """Sync the closed file ``tmp``, rename it to ``final`` and sync ``final``'s directory; an
     OSError (a full disk, a read-only file system) becomes an OutputError and ``tmp`` goes."""
     try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp)
         os.replace(tmp, final)
         fsync_dir(final.parent)
     except OSError as exc:

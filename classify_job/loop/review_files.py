@@ -15,6 +15,7 @@ from typing import Any
 from classify_job.errors import InputError, OutputError
 from classify_job.hashing import content_hash_bytes
 from classify_job.loop.review_log import ReviewLog, read_log, rel
+from classify_job.predictions import fsync_dir
 from classify_job.train.dataset import list_class_folders
 
 _PARTIAL = ".importing"  # DATA/<class>/.<name>.importing: a copy not yet renamed into place
@@ -96,11 +97,7 @@ def copy_in(file: Any, dest: Path, logged: Any) -> None:
 
 def sync_dir(folder: Path) -> None:
     with suppress(OSError):  # not every file system lets a folder be synced
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(folder)
 
 
 def finish_partial_copies(data: Path, log: ReviewLog) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from classify_job.bundle import SPEC_FILE
 from classify_job.errors import OutputError
-from classify_job.predictions import fsync_dir
+from classify_job.predictions import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,5 @@ def _sync_files(folder: Path) -> None:
     a file visible before its bytes are on disk."""
     for directory, _, names in os.walk(folder):
         for name in names:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(os.path.join(directory, name))
         fsync_dir(Path(directory))
