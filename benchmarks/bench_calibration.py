@@ -31,12 +31,12 @@ import pandas as pd
 from common import DATA, classify, fashion_subset, machine
 
 import classify_job  # noqa: F401  sets the JAX backend before keras is imported
-from classify_job.decision import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+from classify_job.decisions.calibration import calibration_figures
+from classify_job.decisions.rule import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 from classify_job.runtime import setup_logging
 from classify_job.train.augment import AugmentConfig
-from classify_job.train.calibrate import calibration_figures
 from classify_job.train.config import TrainConfig
-from classify_job.train.run import train
+from classify_job.train.pipeline import train
 
 FAMILIAR = ("t-shirt_top", "pullover", "coat", "shirt")
 UNFAMILIAR = ("sandal", "sneaker", "bag", "ankle_boot")
@@ -58,7 +58,7 @@ def fashion_data(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def sample_data(args: argparse.Namespace) -> tuple[Path, Path]:
     """Sample photos (seed 0) to train on; held-out photos (seed 1) and other garments to classify."""
-    from classify_job.samples.photos import write_sample_dataset
+    from classify_job.sampledata.photos import write_sample_dataset
 
     root = DATA / f"sample-cal-{args.per_class}"
     if not (root / ".complete").is_file():

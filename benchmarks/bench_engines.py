@@ -21,10 +21,10 @@ from pathlib import Path
 import classify_job  # noqa: F401  forces the JAX backend
 from classify_job.bundle import BundleSpec, save_bundle
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.nets.efficientnet_lite import build_classifier
 from classify_job.nets.pretrained import pretrained_backbone
-from classify_job.samples.photos import CLASSES, write_sample_dataset
+from classify_job.sampledata.photos import CLASSES, write_sample_dataset
 
 
 def build_bundle(directory: Path) -> Path:

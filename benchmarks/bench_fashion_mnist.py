@@ -27,10 +27,10 @@ from common import machine
 
 from classify_job.errors import ClassifyJobError
 from classify_job.runtime import setup_logging
-from classify_job.samples import fashion_mnist
+from classify_job.sampledata import fashion_mnist
 from classify_job.train.config import TrainConfig
 from classify_job.train.fit import EpochInfo
-from classify_job.train.run import train
+from classify_job.train.pipeline import train
 
 JOB_FILE = Path(__file__).resolve().parents[1] / "jobs" / "fashion-mnist-cnn.toml"
 TARGET_ACCURACY = 0.94  # issue 15: >= 94.0% in <= 30 minutes; the floor is 93.5%

@@ -29,7 +29,7 @@ from classify_job.runtime import setup_logging
 from classify_job.train.augment import AugmentConfig
 from classify_job.train.config import TrainConfig
 from classify_job.train.fit import EpochInfo
-from classify_job.train.run import TrainResult, train
+from classify_job.train.pipeline import TrainResult, train
 
 DONE = ".complete"
 # name: (dataset, augmented views cached, top blocks fine-tuned in phase 2)
@@ -47,7 +47,7 @@ FASHION_AUGMENT = AugmentConfig("horizontal", 0.0, 0.0, 0.1, 0.0, 0.0)
 
 def sample_dataset(root: Path, per_class: int, test_per_class: int) -> Path:
     """``train/`` from seed 0 and ``test/`` from seed 1 of the procedural sample photos (cached)."""
-    from classify_job.samples.photos import write_sample_dataset
+    from classify_job.sampledata.photos import write_sample_dataset
 
     marker = root / DONE
     wanted = f"{per_class} {test_per_class}"

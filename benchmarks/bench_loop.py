@@ -27,14 +27,14 @@ from common import DATA, fashion_subset, machine
 
 import classify_job  # noqa: F401  sets the JAX backend before keras is imported
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.loop.review_export import export_review, read_manifest
 from classify_job.loop.review_import import import_review
 from classify_job.runtime import setup_logging
 from classify_job.train.augment import AugmentConfig
 from classify_job.train.config import TrainConfig
 from classify_job.train.evaluate import evaluate
-from classify_job.train.run import train
+from classify_job.train.pipeline import train
 
 ROOT = DATA / "loop"
 UPRIGHT = AugmentConfig("horizontal", 0.0, 0.0, 0.1, 0.0, 0.0)

@@ -49,7 +49,7 @@ def _camera_photo(directory: Path, index: int, size: tuple[int, int]) -> None:
 
     from PIL import Image
 
-    from classify_job.samples.photos import CLASSES, render_photo
+    from classify_job.sampledata.photos import CLASSES, render_photo
 
     label = CLASSES[index % len(CLASSES)]
     side = max(size)
@@ -70,7 +70,7 @@ def lite0_bundle() -> Path:
             "from classify_job.bundle import BundleSpec, save_bundle\n"
             "from classify_job.nets.efficientnet_lite import build_classifier\n"
             "from classify_job.nets.pretrained import pretrained_backbone\n"
-            "from classify_job.samples.photos import CLASSES\n"
+            "from classify_job.sampledata.photos import CLASSES\n"
             "model = build_classifier(pretrained_backbone(224), len(CLASSES))\n"
             "spec = BundleSpec(tuple(CLASSES), (224, 224), 'rgb', 'efficientnet_lite0')\n"
             f"save_bundle({str(directory)!r}, model, spec)\n"
@@ -90,7 +90,7 @@ def fashion_subset(
     import numpy as np
     from PIL import Image
 
-    from classify_job.samples import fashion_mnist
+    from classify_job.sampledata import fashion_mnist
 
     classes = classes or fashion_mnist.CLASSES
     marker = root / ".complete"

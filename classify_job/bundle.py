@@ -51,7 +51,7 @@ class BundleSpec:
     """What ``bundle.json`` holds. ``extra`` carries training facts (config, data, versions);
     ``exports`` the inference graphs exported from the model (format, file, sha256, versions and
     verification); ``calibration``, ``accept_thresholds`` and ``unfamiliar`` what decides whether a
-    label is accepted (:mod:`classify_job.decision`); ``other`` the top-level keys this version does
+    label is accepted (:mod:`classify_job.decisions.rule`); ``other`` the top-level keys this version does
     not know, written back unchanged."""
 
     labels: tuple[str, ...]

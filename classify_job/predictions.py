@@ -104,26 +104,26 @@ def require_predictions(out: Path) -> list[Path]:
 
 
 def read_part_metadata(part: Path) -> dict[str, Any]:
-    """The run facts stored in a part file's footer (run id, start time, model, tree, shard)."""
+    """What a part file's footer says of its run (run id, start time, model, tree, shard)."""
     try:
-        return _facts(pq.read_schema(part))
+        return _footer(pq.read_schema(part))
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise UnreadablePart(part, exc) from exc
 
 
-def _facts(schema: pa.Schema) -> dict[str, Any]:
+def _footer(schema: pa.Schema) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
 
 
 def schema_version(schema: pa.Schema) -> int:
     """The schema version a part was written with (1 for parts from before versions were kept)."""
-    return int(_facts(schema).get("schema_version", 1))
+    return int(_footer(schema).get("schema_version", 1))
 
 
-def with_facts(schema: pa.Schema, facts: dict[str, Any]) -> pa.Schema:
-    """``schema`` carrying ``facts`` (and the current schema version) in its footer metadata."""
-    return schema.with_metadata({METADATA_KEY: json.dumps({**facts, "schema_version": SCHEMA_VERSION})})
+def with_footer(schema: pa.Schema, footer: dict[str, Any]) -> pa.Schema:
+    """``schema`` carrying ``footer`` (and the current schema version) in its footer metadata."""
+    return schema.with_metadata({METADATA_KEY: json.dumps({**footer, "schema_version": SCHEMA_VERSION})})
 
 
 def upgrade_part(part: Path) -> bool:
@@ -139,7 +139,7 @@ def upgrade_part(part: Path) -> bool:
     columns = [
         table.column(f.name) if f.name in table.schema.names else pa.nulls(len(table), f.type) for f in target
     ]
-    upgraded = pa.Table.from_arrays(columns, schema=with_facts(target, _facts(table.schema)))
+    upgraded = pa.Table.from_arrays(columns, schema=with_footer(target, _footer(table.schema)))
     write_part(part, upgraded)
     return True
 

@@ -13,7 +13,7 @@ import pytest
 
 from classify_job.bundle import load_bundle
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.imageio import load_image
 
 V1 = Path(__file__).parent / "fixtures" / "v1"

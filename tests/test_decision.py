@@ -4,7 +4,7 @@ first release's rule for bundles without calibration."""
 import numpy as np
 import pyarrow as pa
 
-from classify_job.decision import (
+from classify_job.decisions.rule import (
     ACCEPT,
     REVIEW,
     DecisionRule,

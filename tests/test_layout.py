@@ -71,7 +71,15 @@ def test_no_import_cycles():
             visit(node)
 
 
-@pytest.mark.parametrize("stage", ["classify_job.classify", "classify_job.report"])
+@pytest.mark.parametrize(
+    "stage",
+    [
+        "classify_job.classify",
+        "classify_job.report",
+        "classify_job.decisions.rule",
+        "classify_job.decisions.calibration",
+    ],
+)
 def test_classify_and_report_never_import_training(stage):
     offenders = [
         f"{name} imports {target}"
@@ -83,7 +91,9 @@ def test_classify_and_report_never_import_training(stage):
     assert not offenders
 
 
-@pytest.mark.parametrize("stage", ["classify_job.classify", "classify_job.report"])
+@pytest.mark.parametrize(
+    "stage", ["classify_job.classify", "classify_job.report", "classify_job.decisions.rule"]
+)
 def test_classify_and_report_load_keras_only_when_a_model_runs(stage):
     heavy = ("keras", "jax", "sklearn", "scipy", "tensorflow", "torch")
     offenders = [
@@ -121,21 +131,21 @@ def test_every_stage_is_a_folder():
         "classify_job.atomic",
         "classify_job.bundle",
         "classify_job.config",
-        "classify_job.decision",
         "classify_job.errors",
         "classify_job.hashing",
         "classify_job.imageio",
         "classify_job.predictions",
-        "classify_job.runfacts",
+        "classify_job.runrecords",
         "classify_job.runtime",
         "classify_job.versions",
         "classify_job.walk",
         "classify_job.classify",
         "classify_job.cli",
+        "classify_job.decisions",
         "classify_job.loop",
         "classify_job.nets",
         "classify_job.report",
-        "classify_job.samples",
+        "classify_job.sampledata",
         "classify_job.train",
     }
 
@@ -147,7 +157,7 @@ def test_a_report_never_pays_for_keras(tmp_path):
     import sys
 
     code = (
-        "import sys, classify_job.classify.run, classify_job.report.html, classify_job.report.tagging; "
+        "import sys, classify_job.classify.pipeline, classify_job.report.html, classify_job.report.tagging; "
         "print(sorted(m for m in ('keras', 'jax', 'sklearn', 'scipy') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -50,7 +50,7 @@ class ClassifyConfig:
     ray_address: str | None = None
     ray_actors: int = 1
     model_requested: Path | None = None  # --model as given, once resolve_model() has pinned ``model``
-    drift_runs: int = 7  # earlier runs a run's rows are compared with (classify_job.report.drift)
+    drift_runs: int = 7  # earlier runs a run's rows are compared with (classify_job.loop.drift)
     drift_min_rows: int = 200  # rows each side needs before a drift signal can raise a flag
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ when there is something to do, so a run with nothing new never loads a model.
 
 An engine yields :class:`~classify_job.classify.predict.Predictions` (the run turns them into rows
 on its writer thread) or ready-made Arrow tables (Ray's actors build their rows themselves), and
-records in ``facts`` the runtime it used.
+records in ``record`` the runtime it used.
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ def local_engine(
     todo: Iterator[FileEntry],
     ctx: RowContext,
     schema: pa.Schema,
-    facts: dict[str, Any],
+    record: dict[str, Any],
 ) -> Iterator[Predictions]:
     """Decode with a thread pool and predict in this process: one machine, no extra services.
 
-    With the Keras runtime, ``facts["xla_cache"]`` counts compilations the persistent cache served.
+    With the Keras runtime, ``record["xla_cache"]`` counts compilations the persistent cache served.
     """
     runtime = choose_runtime(spec, config.runtime)
-    facts["runtime"] = runtime
+    record["runtime"] = runtime
     with _compilations(runtime) as compilations:
         if compilations is not None:
-            facts["xla_cache"] = compilations
+            record["xla_cache"] = compilations
         backend = open_backend(config.model, spec, runtime, config.batch_size, config.runtime_threads)
         yield from predict_batches(todo, backend, spec, config.batch_size, config.workers)
 

@@ -47,10 +47,10 @@ def merge_outputs(sources: list[Path], out: Path, allow_missing_shards: bool = F
     or given twice, or when a relpath appears in more than one source.
     """
     parts = {src: [p for p in _parts_of(src) if check_part(p).num_rows] for src in sources}
-    facts = {src: read_part_metadata(p[-1]) for src, p in parts.items()}
-    _check_same(facts, "model_id", "model")
-    _check_same(facts, "input_dir", "input directory")
-    shards = _check_shards(facts, allow_missing_shards)
+    footers = {src: read_part_metadata(p[-1]) for src, p in parts.items()}
+    _check_same(footers, "model_id", "model")
+    _check_same(footers, "input_dir", "input directory")
+    shards = _check_shards(footers, allow_missing_shards)
     _check_disjoint(parts)
     with output_lock(_make_dir(out)):
         try:
@@ -70,16 +70,16 @@ def _parts_of(source: Path) -> list[Path]:
     return parts
 
 
-def _check_same(facts: dict[Path, dict], key: str, what: str) -> None:
-    values = {str(f.get(key)) for f in facts.values()}
+def _check_same(footers: dict[Path, dict], key: str, what: str) -> None:
+    values = {str(f.get(key)) for f in footers.values()}
     if len(values) > 1:
-        detail = ", ".join(f"{src}: {f.get(key)}" for src, f in facts.items())
+        detail = ", ".join(f"{src}: {f.get(key)}" for src, f in footers.items())
         raise InputError(f"cannot merge outputs of different {what}s ({detail})")
 
 
-def _check_shards(facts: dict[Path, dict], allow_missing: bool) -> dict[str, list[str]]:
+def _check_shards(footers: dict[Path, dict], allow_missing: bool) -> dict[str, list[str]]:
     by_shard: dict[str, list[str]] = defaultdict(list)
-    for src, f in facts.items():
+    for src, f in footers.items():
         by_shard[f.get("shard", "0/1")].append(str(src))
     counts = {int(s.split("/")[1]) for s in by_shard}
     if len(counts) > 1:

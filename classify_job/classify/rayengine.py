@@ -33,10 +33,10 @@ def ray_engine(
     todo: Iterator[FileEntry],
     ctx: RowContext,
     schema: pa.Schema,
-    facts: dict,
+    record: dict,
 ) -> Iterator[pa.Table]:
     """Prediction tables for ``todo``, computed by ``config.ray_actors`` Ray actors."""
-    facts["runtime"] = choose_runtime(spec, config.runtime)
+    record["runtime"] = choose_runtime(spec, config.runtime)
     started_here = _init(config.ray_address)
     try:
         while chunk := list(islice(todo, CHUNK_FILES)):

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from classify_job.classify.index import PartIndex, write_index
 from classify_job.classify.rows import decision_columns, prediction_columns
-from classify_job.decision import DecisionRule
-from classify_job.predictions import labels_of, prob_column, read_part_metadata, with_facts, write_part
+from classify_job.decisions.rule import DecisionRule
+from classify_job.predictions import labels_of, prob_column, read_part_metadata, with_footer, write_part
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _redecide_part(path: Path, rule: DecisionRule, model_id: str, top_k: int, fa
         merged = pc.if_else(pa.array(mine), values, table.column(name).combine_chunks())
         table = table.set_column(table.schema.get_field_index(name), name, merged)
     facts = {**facts, "calibration_id": rule.calibration_id}
-    table = table.replace_schema_metadata(with_facts(table.schema, facts).metadata)
+    table = table.replace_schema_metadata(with_footer(table.schema, facts).metadata)
     write_part(path, table)  # under OUT/.tmp, synced, renamed in: predictions/ holds whole parts only
     return int(mine.sum())
 

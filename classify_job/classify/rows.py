@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job.classify.decode import DecodedBatch
-from classify_job.decision import Decided, DecisionRule
+from classify_job.decisions.rule import Decided, DecisionRule
 from classify_job.predictions import TIMESTAMP, prob_column
 from classify_job.walk import display_path
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from classify_job.classify.index import PartIndex, index_rows, write_index
 from classify_job.errors import OutputError
-from classify_job.predictions import PREDICTIONS_DIR, TMP_DIR, commit_file, with_facts
+from classify_job.predictions import PREDICTIONS_DIR, TMP_DIR, commit_file, with_footer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class PartWriter:
     out: Path
     schema: pa.Schema
     run_id: str
-    run_facts: dict[str, Any]
+    footer: dict[str, Any]
     rows_per_part: int = 10_000
     commit_every_s: float = 120.0
     _seq: int = 0
@@ -113,8 +113,8 @@ class PartWriter:
         directory = self.out / TMP_DIR
         self._tmp = directory / f"part-{self.run_id}-{self._seq:05d}.parquet"
         self._seq += 1
-        facts = {**self.run_facts, "run_id": self.run_id, "part_opened_at": time.time()}
-        schema = with_facts(self.schema, facts)
+        footer = {**self.footer, "run_id": self.run_id, "part_opened_at": time.time()}
+        schema = with_footer(self.schema, footer)
         try:
             directory.mkdir(exist_ok=True)
             self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")

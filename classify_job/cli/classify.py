@@ -98,7 +98,7 @@ def _stop_if_asked(stop) -> None:
 
 
 def _classify(config, stop) -> None:
-    from classify_job.classify.run import run_classify
+    from classify_job.classify.pipeline import run_classify
     from classify_job.cli.console import progress_reporter, stdout, summary_table, tree_notes
 
     _stop_if_asked(stop)  # the imports above take a while
@@ -116,7 +116,7 @@ def _classify(config, stop) -> None:
             markup=False,
             soft_wrap=True,
         )
-    for line in tree_notes(result.facts):
+    for line in tree_notes(result.record):
         stdout.print(line, markup=False, soft_wrap=True)
     if result.summary:
         stdout.print(summary_table(result.summary))

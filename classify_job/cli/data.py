@@ -29,7 +29,7 @@ def sample_data(
 ) -> None:
     """Write the four-class trouser/jeans sample dataset (procedural product photos) to OUT."""
     from classify_job.cli.console import stdout
-    from classify_job.samples.photos import write_sample_dataset
+    from classify_job.sampledata.photos import write_sample_dataset
 
     summary = run(
         lambda: write_sample_dataset(out, per_class, seed, image_size, messy, other, other_dir), verbose
@@ -55,7 +55,7 @@ def demo(
     out/sample under the current directory.
     """
     from classify_job.cli.console import demo_step, stdout, summary_table
-    from classify_job.samples.demo import DemoConfig, run_demo
+    from classify_job.sampledata.demo import DemoConfig, run_demo
 
     stdout.print(
         "classify-job demo: sample photos -> sample model -> classified tree -> report", markup=False

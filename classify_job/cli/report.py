@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from classify_job.cli.app import Verbose, app, run
-from classify_job.decision import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+from classify_job.decisions.rule import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 
 Threshold = Annotated[float, typer.Option(help="Review images under this confidence.")]
 Margin = Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from classify_job.cli.app import Verbose, app, run
-from classify_job.decision import DEFAULT_TARGET_PRECISION as TARGET
+from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION as TARGET
 
 
 @app.command()
@@ -71,7 +71,7 @@ def train(
 
 def _train(config) -> None:
     from classify_job.cli.console import decision_table, epoch_reporter, evaluation_table, stdout
-    from classify_job.train.run import train
+    from classify_job.train.pipeline import train
 
     with epoch_reporter(config.epochs) as on_epoch:
         result = train(config, on_epoch)
@@ -212,7 +212,7 @@ def calibrate(
     earlier rows from their stored raw probabilities, without running the model.
     """
     from classify_job.cli.console import decision_table, stdout
-    from classify_job.train.decisions import recalibrate_bundle
+    from classify_job.decisions.fitting import recalibrate_bundle
 
     spec = run(lambda: recalibrate_bundle(bundle, data, out, target_precision), verbose)
     stdout.print(decision_table(spec))

@@ -21,13 +21,13 @@ import numpy as np
 
 from classify_job.bundle import Bundle, BundleSpec
 from classify_job.config import check, resolve
-from classify_job.decision import ACCEPT, DecisionRule
+from classify_job.decisions.calibration import calibration_figures
+from classify_job.decisions.rule import ACCEPT, DecisionRule
 from classify_job.errors import BundleError, DatasetError, InputError
 from classify_job.hashing import content_hash
 from classify_job.train.artifacts import content_prefixes
-from classify_job.train.calibrate import calibration_figures
 from classify_job.train.dataset import BadFile, LabelledFile, list_classes_loose, load_split
-from classify_job.train.evaluate import predict_with_features, select_samples
+from classify_job.train.evaluate import labelled_files, predict_with_features
 from classify_job.train.metrics import report_from_probs
 from classify_job.walk import fs_path
 
@@ -120,7 +120,7 @@ def read_holdout(root: Path, spec: BundleSpec, workers: int = 4) -> Holdout:
             f"the holdout's class folders must be the bundle's labels. Received: missing "
             f"{sorted(set(spec.labels) - folders)}, not labels {sorted(folders - set(spec.labels))} in {root}"
         )
-    samples = select_samples(root, "all", spec.labels, spec.extra)
+    samples = labelled_files(root, "all", spec.labels, spec.extra)
     return Holdout(root, spec.labels, samples, hash_files(root, samples, workers))
 
 
@@ -164,7 +164,7 @@ def training_prefixes(bundle_dir: Path, spec: BundleSpec) -> tuple[np.ndarray | 
     try:
         root = Path(data_dir)
         samples = [
-            s for split in ("train", "val") for s in select_samples(root, split, spec.labels, spec.extra)
+            s for split in ("train", "val") for s in labelled_files(root, split, spec.labels, spec.extra)
         ]
         return content_prefixes(hash_files(root, samples)), f"the files of its training folder {data_dir}"
     except DatasetError as exc:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from classify_job.atomic import atomic_path, write_text
-from classify_job.decision import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
+from classify_job.decisions.rule import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
 from classify_job.errors import InputError, OutputError
 from classify_job.hashing import content_hash, content_hash_bytes, path_hash, split_position
 from classify_job.loop import labelstudio

@@ -1,6 +1,6 @@
 """``OUT/report.html``: one self-contained page about a classify run, built from the Parquet output.
 
-The rows shown come from one streaming pass (:mod:`classify_job.report.samples`), so a run of
+The rows shown come from one streaming pass (:mod:`classify_job.report.showcase`), so a run of
 millions of images costs a few columns of memory per batch; only the kept rows are decoded into
 thumbnails (:mod:`classify_job.report.thumbnails`); :mod:`classify_job.report.page` renders it.
 """
@@ -14,11 +14,11 @@ from typing import Any
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, read_spec
-from classify_job.decision import DEFAULT_MARGIN, DEFAULT_THRESHOLD, check_review_settings
+from classify_job.decisions.rule import DEFAULT_MARGIN, DEFAULT_THRESHOLD, check_review_settings
 from classify_job.errors import BundleError, InputError
 from classify_job.predictions import list_parts, read_part_metadata
 from classify_job.report.page import render_page
-from classify_job.report.samples import collect_samples
+from classify_job.report.showcase import collect_showcase
 from classify_job.report.summary import build_summary, write_summary
 from classify_job.report.thumbnails import make_thumbnails
 
@@ -49,7 +49,7 @@ def write_html_report(
     out = Path(out)
     _check_settings(threshold, margin, per_label=per_label, review_limit=review_limit, thumb_px=thumb_px)
     summary = build_summary(out) if summary is None else summary
-    samples = collect_samples(out, threshold, margin, per_label, review_limit)
+    samples = collect_showcase(out, threshold, margin, per_label, review_limit)
     thumbs = make_thumbnails(samples.paths(), thumb_px)
     page = render_page(out, summary, samples, thumbs, _model_facts(out, summary.get("model_id"), bundle))
     path = out / REPORT_HTML

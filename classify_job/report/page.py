@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from classify_job.report.drift import ALERT_AT, WATCH_AT
-from classify_job.report.samples import BINS, ReportRow, Samples
+from classify_job.loop.drift import ALERT_AT, WATCH_AT
+from classify_job.report.showcase import BINS, ReportRow, Showcase
 
 
 def _e(value: Any) -> str:
@@ -41,11 +41,11 @@ def _dl(facts: dict[str, Any]) -> str:
 
 
 def render_page(
-    out: Path, summary: dict[str, Any], samples: Samples, thumbs: dict[str, str], model: dict[str, Any]
+    out: Path, summary: dict[str, Any], samples: Showcase, thumbs: dict[str, str], model: dict[str, Any]
 ) -> str:
     """The whole page; every value that came from data is escaped."""
     sections = [
-        ("facts", "Run", _facts_section(summary)),
+        ("facts", "Run", _run_section(summary)),
         ("labels", "Images per label", _labels_section(summary)),
         ("confidence", "Confidence per label", _confidence_section(samples)),
         ("drift", "Compared with earlier runs", _drift_section(summary)),
@@ -70,7 +70,7 @@ def render_page(
     )
 
 
-def _facts_section(summary: dict[str, Any]) -> str:
+def _run_section(summary: dict[str, Any]) -> str:
     facts = {
         "model": summary["model_id"],
         "run": f"{summary['run_id']} (latest of {summary['runs']})",
@@ -101,7 +101,7 @@ def _bar_cell(fraction: float) -> str:
     return f'<td class="bar"><span style="width:{100 * fraction:.1f}%"></span></td>'
 
 
-def _confidence_section(samples: Samples) -> str:
+def _confidence_section(samples: Showcase) -> str:
     if not samples.hist:
         return "<p>No image was classified.</p>"
     charts = "".join(
@@ -200,13 +200,13 @@ def _errors_section(summary: dict[str, Any]) -> str:
     return _table(("reason", "files"), rows)
 
 
-def _samples_section(samples: Samples, thumbs: dict[str, str]) -> str:
+def _samples_section(samples: Showcase, thumbs: dict[str, str]) -> str:
     if not samples.hist:
         return "<p>No image was classified.</p>"
     return "".join(_label_sheets(samples, label, thumbs) for label in sorted(samples.hist))
 
 
-def _label_sheets(samples: Samples, label: str, thumbs: dict[str, str]) -> str:
+def _label_sheets(samples: Showcase, label: str, thumbs: dict[str, str]) -> str:
     count = int(samples.hist[label].sum())
     heading = f"<h3>{_e(label)} <small>{count:,} images</small></h3>"
     if count <= samples.per_label:  # both lists hold every image: show them once
@@ -230,7 +230,7 @@ def _img(s: ReportRow, thumbs: dict[str, str]) -> str:
     return f'<img src="{thumbs[s.path]}" alt="{_e(s.relpath)}" title="{_e(s.relpath)}">'
 
 
-def _review_section(samples: Samples, thumbs: dict[str, str]) -> str:
+def _review_section(samples: Showcase, thumbs: dict[str, str]) -> str:
     shown, total = samples.review.items, samples.review_total
     if not total:
         return "<p>No image needs review.</p>"

@@ -1,4 +1,4 @@
-"""Run summaries built from the output directory alone (Parquet rows and ``runs/`` facts), so
+"""Run summaries built from the output directory alone (Parquet rows and ``runs/`` record), so
 ``classify-job report OUT`` can always rebuild them: ``summary.json`` for machines and
 ``summary.md`` for people."""
 
@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job import atomic
-from classify_job.decision import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
+from classify_job.decisions.rule import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
+from classify_job.loop.drift import describe, latest_drift
 from classify_job.predictions import (
     iter_batches,
     quarantined_parts,
@@ -22,17 +23,16 @@ from classify_job.predictions import (
     require_predictions,
     value_counts,
 )
-from classify_job.report.drift import describe, latest_drift
-from classify_job.runfacts import iso_utc, latest_run
+from classify_job.runrecords import iso_utc, latest_run
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 _COLUMNS = ("label", "error", "run_id", "model_id", "classified_at", *DECISION_COLUMNS)
 
 
-def build_summary(out: Path, facts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Counts over the whole dataset, the facts of the latest run that wrote rows, and what the
-    latest run of all saw of the tree (missing files, skipped extensions, ...): ``facts``, when
+def build_summary(out: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Counts over the whole dataset, the record of the latest run that wrote rows, and what the
+    latest run of all saw of the tree (missing files, skipped extensions, ...): ``record``, when
     the caller is that run, else read from ``OUT/runs/``.
 
     ``skipped`` counts rows the latest run that wrote rows kept from earlier runs.
@@ -42,25 +42,25 @@ def build_summary(out: Path, facts: dict[str, Any] | None = None) -> dict[str, A
     for _, batch in iter_batches(out, _COLUMNS, probs=True, parts=parts):
         totals.add(batch)
     summary = _summary_dict(totals, read_part_metadata(parts[-1]))
-    return with_run_facts(out, summary, latest_run(out) if facts is None else facts, latest_drift(out))
+    return with_run_record(out, summary, latest_run(out) if record is None else record, latest_drift(out))
 
 
-def with_run_facts(
-    out: Path, summary: dict[str, Any], facts: dict[str, Any] | None, drift: dict[str, Any] | None = None
+def with_run_record(
+    out: Path, summary: dict[str, Any], record: dict[str, Any] | None, drift: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``summary`` with the tree facts of the latest run (any run, even one that wrote nothing),
-    ``drift``, the latest comparison with earlier runs (:mod:`classify_job.report.drift`), and
+    """``summary`` with the tree record of the latest run (any run, even one that wrote nothing),
+    ``drift``, the latest comparison with earlier runs (:mod:`classify_job.loop.drift`), and
     the unreadable parts: moved to ``OUT/quarantine/`` by the latest run, and waiting there now."""
-    facts = facts or {}
+    record = record or {}
     return {
         **summary,
-        "missing": facts.get("missing"),
-        "ignored_extensions": facts.get("ignored_extensions", {}),
-        "unlisted_dirs": facts.get("unlisted_dirs", {}),
-        "runtime": facts.get("runtime"),
-        "quarantined": facts.get("quarantined", 0),
+        "missing": record.get("missing"),
+        "ignored_extensions": record.get("ignored_extensions", {}),
+        "unlisted_dirs": record.get("unlisted_dirs", {}),
+        "runtime": record.get("runtime"),
+        "quarantined": record.get("quarantined", 0),
         "quarantined_total": quarantined_parts(out),
-        "last_run": {k: facts.get(k) for k in LAST_RUN_KEYS} if facts else None,
+        "last_run": {k: record.get(k) for k in LAST_RUN_KEYS} if record else None,
         "drift": drift,
         "generated_at": _iso(datetime.now(UTC).timestamp()),
     }
@@ -79,14 +79,14 @@ def write_summary(out: Path, summary: dict[str, Any] | None = None) -> dict[str,
     return summary
 
 
-def refresh_summary(out: Path, facts: dict[str, Any]) -> dict[str, Any] | None:
-    """After a run that changed no row: the stored summary with this run's facts, without
+def refresh_summary(out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """After a run that changed no row: the stored summary with this run's record, without
     reading Parquet. None when there is no stored summary to refresh."""
     try:
         stored = json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return write_summary(out, with_run_facts(out, stored, facts, latest_drift(out)))
+    return write_summary(out, with_run_record(out, stored, record, latest_drift(out)))
 
 
 class _Totals:

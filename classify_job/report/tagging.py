@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from classify_job import atomic
-from classify_job.decision import (
+from classify_job.decisions.rule import (
     ACCEPT,
     DECISION_COLUMNS,
     DEFAULT_MARGIN,

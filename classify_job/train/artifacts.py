@@ -17,8 +17,8 @@ import numpy as np
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, save_bundle
+from classify_job.decisions.card import decision_lines
 from classify_job.hashing import SPLIT_HASH, content_hash
-from classify_job.train.card import decision_lines
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import BadFile, TrainingData
 from classify_job.train.evaluate import write_report

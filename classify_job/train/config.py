@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from classify_job.config import CPUS, MAX_THREADS, build, check, resolve
-from classify_job.decision import DEFAULT_TARGET_PRECISION
+from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION
 from classify_job.imageio import COLOR_MODES
 from classify_job.train.augment import AugmentConfig
 from classify_job.walk import DEFAULT_EXTENSIONS

@@ -84,7 +84,7 @@ def evaluate(
         split = "arrays"
     else:
         split = resolve_split(Path(data), split, spec.extra)
-        samples = select_samples(Path(data), split, spec.labels, spec.extra)
+        samples = labelled_files(Path(data), split, spec.labels, spec.extra)
         loaded = load_split(data, samples, spec.image_size, spec.color_mode, workers)
     report = evaluate_arrays(bundle.model, spec.labels, loaded, split, batch_size)
     if out_dir is not None:
@@ -103,7 +103,7 @@ def resolve_split(data: Path, split: str, extra: dict[str, Any]) -> str:
     return "test" if (data / "test").is_dir() or same_folder else "all"
 
 
-def select_samples(
+def labelled_files(
     data: Path, split: str, labels: Sequence[str], extra: dict[str, Any]
 ) -> tuple[LabelledFile, ...]:
     """Samples of ``split`` under ``data``, labelled with the bundle's label indices."""

@@ -24,7 +24,7 @@ from classify_job.bundle import BundleSpec, load_bundle, write_spec
 from classify_job.errors import DatasetError, ExportError, InputError
 from classify_job.hashing import content_hash
 from classify_job.imageio import load_image
-from classify_job.train.evaluate import select_samples
+from classify_job.train.evaluate import labelled_files
 from classify_job.versions import library_versions
 from classify_job.walk import fs_path, iter_files
 
@@ -55,7 +55,7 @@ def export_bundle(bundle_dir: Path, data: Path | None = None) -> ExportResult:
     Raises ExportError (after removing what it wrote) when an export fails or does not match;
     InputError when there are no images to verify on.
     """
-    from classify_job.nets.export import export_onnx, export_openvino
+    from classify_job.nets.graphs import export_onnx, export_openvino
     from classify_job.nets.inference import inference_model
 
     bundle_dir = Path(bundle_dir)
@@ -97,10 +97,10 @@ def verification_images(spec: BundleSpec, data: Path | None) -> tuple[np.ndarray
                 f"the bundle's training data ({trained_on}) is not here; give --data DIR to verify on"
             )
         try:
-            samples = select_samples(Path(trained_on), "test", spec.labels, spec.extra)
+            samples = labelled_files(Path(trained_on), "test", spec.labels, spec.extra)
             split = "test split"
             if not samples:  # trained without a test split: any of its images will do
-                samples, split = select_samples(Path(trained_on), "all", spec.labels, spec.extra), "images"
+                samples, split = labelled_files(Path(trained_on), "all", spec.labels, spec.extra), "images"
         except DatasetError as exc:
             raise InputError(f"cannot read the bundle's test split: {exc}; give --data DIR") from exc
         paths = [fs_path(trained_on, s.relpath, s.relpath_bytes) for s in samples]

@@ -24,15 +24,15 @@ import keras
 import numpy as np
 
 from classify_job.config import build, check
+from classify_job.decisions.calibration import HeldOut
 from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
 from classify_job.train.augment import build_augmentation
-from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.fit import EpochInfo, Fitted, fit, monitor_metric
-from classify_job.train.heads import fit_head, out_of_fold, penultimate
+from classify_job.train.lite0_heads import fit_head, out_of_fold, penultimate
 from classify_job.versions import package_version
 
 log = logging.getLogger(__name__)

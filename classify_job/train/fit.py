@@ -12,8 +12,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from classify_job.decisions.calibration import HeldOut
 from classify_job.train.augment import build_augmentation
-from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import TrainingData
 

@@ -5,7 +5,7 @@ it sees): they train on backbone features computed once. Expensive trials change
 new augmentation strength needs its augmented views computed again, and fine-tuned blocks train
 on pixels. Every second counts against the budget, feature extraction included, and a trial whose
 estimated cost exceeds what is left is not started (it is listed as ``over budget``). The best
-settings then train the bundle through :func:`classify_job.train.run.train`, timed apart.
+settings then train the bundle through :func:`classify_job.train.pipeline.train`, timed apart.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from classify_job.train.augment import AugmentConfig, build_augmentation
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.finetune import FinetuneOptions, extract_features, feature_function, fit_on_features
+from classify_job.train.pipeline import TrainResult, check_out_dir, choose_class_weights, prepare_data, train
 from classify_job.train.plots import plot_trials
-from classify_job.train.run import TrainResult, check_out_dir, choose_class_weights, prepare_data, train
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from helpers import write_image
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.merge import merge_outputs
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.classify.scan import Shard
-from classify_job.runfacts import read_runs
+from classify_job.runrecords import read_runs
 
 LATIN1 = b"caf\xe9.jpg"  # a name copied from an old Windows share: not UTF-8
 
@@ -86,7 +86,7 @@ def test_every_name_gets_exactly_one_row_and_a_rerun_classifies_nothing(tree, co
     files["gone"].unlink()
     second = run_classify(config_for(root, color_bundle, tmp_path / "out"))
     assert second.progress.classified == 0 and second.progress.skipped == len(files) - 1
-    assert second.facts["missing"] == 1 and second.summary["missing"] == 1
+    assert second.record["missing"] == 1 and second.summary["missing"] == 1
     again = pd.read_parquet(tmp_path / "out" / "predictions")
     assert set(again.run_id) == {first.run_id}  # the FIFO's error row was not rewritten either
 
@@ -96,7 +96,7 @@ def test_prune_removes_the_rows_of_deleted_files(tree, color_bundle, tmp_path):
     run_classify(config_for(root, color_bundle, tmp_path / "out"))
     files["gone"].unlink()
     pruned = run_classify(config_for(root, color_bundle, tmp_path / "out", prune=True))
-    assert pruned.facts["pruned"] == 1 and pruned.facts["missing"] == 0
+    assert pruned.record["pruned"] == 1 and pruned.record["missing"] == 0
     rows = pd.read_parquet(tmp_path / "out" / "predictions")
     assert "blue/gone.png" not in set(rows.relpath) and len(rows) == len(files) - 1
     assert pruned.summary["files"] == len(files) - 1
@@ -108,9 +108,9 @@ def test_a_file_that_became_a_directory_is_missing_then_pruned(tree, color_bundl
     files["gone"].unlink()
     files["gone"].mkdir()  # a folder named like the file: the file is gone all the same
     kept = run_classify(config_for(root, color_bundle, tmp_path / "out"))
-    assert kept.facts["missing"] == 1 and kept.facts["pruned"] == 0
+    assert kept.record["missing"] == 1 and kept.record["pruned"] == 0
     pruned = run_classify(config_for(root, color_bundle, tmp_path / "out", prune=True))
-    assert pruned.facts["pruned"] == 1 and pruned.facts["missing"] == 0
+    assert pruned.record["pruned"] == 1 and pruned.record["missing"] == 0
     assert "blue/gone.png" not in set(pd.read_parquet(tmp_path / "out" / "predictions").relpath)
 
 
@@ -133,7 +133,7 @@ def test_skipped_extensions_and_unlisted_directories_reach_the_summary(tmp_path,
     (root / "notes.txt").write_text("x")
     result = run_classify(config_for(root, color_bundle, tmp_path / "out", extensions=("png",)))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["ignored_extensions"] == {".heic": 3, ".txt": 1} == result.facts["ignored_extensions"]
+    assert summary["ignored_extensions"] == {".heic": 3, ".txt": 1} == result.record["ignored_extensions"]
     assert "3 .heic files ignored" in (tmp_path / "out" / "summary.md").read_text()
     (facts,) = read_runs(tmp_path / "out")
     assert facts["found"] == 1 and facts["complete"] and facts["timings"]["startup_s"] >= 0
@@ -143,7 +143,7 @@ NO_OP_RUN = """
 import sys
 from pathlib import Path
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 result = run_classify(ClassifyConfig(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))
 heavy = sorted(m for m in ("keras", "jax", "sklearn", "scipy", "pandas") if m in sys.modules)
 print(result.progress.classified, result.progress.skipped, ",".join(heavy) or "-")

@@ -22,17 +22,17 @@ from classify_job.hashing import content_hash
 def full_bundle(color_bundle, tmp_path_factory) -> Path:
     """The colour bundle with a decision rule (``unfamiliar.npz``) and verified ONNX and OpenVINO exports."""
     from classify_job.bundle import load_bundle
-    from classify_job.train.calibrate import HeldOut
+    from classify_job.decisions.calibration import HeldOut
+    from classify_job.decisions.fitting import CalibrationSets, fit_decision_rule
     from classify_job.train.dataset import load_split
-    from classify_job.train.decisions import CalibrationSets, fit_decision_rule
-    from classify_job.train.evaluate import predict_with_features, select_samples
+    from classify_job.train.evaluate import labelled_files, predict_with_features
     from classify_job.train.export import export_bundle
 
     tmp = tmp_path_factory.mktemp("tamper")
     data = colour_folder(tmp / "data", 8)
     bundle = shutil.copytree(color_bundle, tmp / "bundle")
     spec = load_bundle(bundle).spec
-    loaded = load_split(data, select_samples(data, "all", spec.labels, spec.extra), spec.image_size)
+    loaded = load_split(data, labelled_files(data, "all", spec.labels, spec.extra), spec.image_size)
     probs, features = predict_with_features(load_bundle(bundle).model, loaded.images)
     held = HeldOut(probs, loaded.labels, features, "colour images")
     fit_decision_rule(bundle, spec, CalibrationSets(held, held, held), held, target=0.95)

@@ -14,13 +14,13 @@ from helpers import colour_folder, write_image
 
 from classify_job.bundle import load_bundle, read_spec
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
+from classify_job.decisions.calibration import HeldOut
+from classify_job.decisions.fitting import CalibrationSets, fit_decision_rule, recalibrate_bundle
 from classify_job.report.html import write_reports
 from classify_job.report.tagging import tag_catalog
-from classify_job.train.calibrate import HeldOut
 from classify_job.train.dataset import load_split
-from classify_job.train.decisions import CalibrationSets, fit_decision_rule, recalibrate_bundle
-from classify_job.train.evaluate import predict_with_features, select_samples
+from classify_job.train.evaluate import labelled_files, predict_with_features
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def calibrated(color_bundle, tmp_path_factory) -> tuple[Path, Path]:
     data = colour_folder(tmp / "data", 70)
     bundle = shutil.copytree(color_bundle, tmp / "bundle")
     spec = load_bundle(bundle).spec
-    samples = select_samples(data, "all", spec.labels, spec.extra)
+    samples = labelled_files(data, "all", spec.labels, spec.extra)
     loaded = load_split(data, samples, spec.image_size)
     probs, features = predict_with_features(load_bundle(bundle).model, loaded.images)
     held = HeldOut(probs, loaded.labels, features, "colour images")
@@ -86,7 +86,7 @@ def test_a_new_calibration_redecides_earlier_rows_without_running_the_model(cali
     assert stricter.model_id == read_spec(bundle).model_id
     assert stricter.calibration["calibration_id"] != read_spec(bundle).calibration["calibration_id"]
     result = run_classify(ClassifyConfig(tree, tmp_path / "stricter", tmp_path / "out"))
-    assert result.progress.classified == 0 and result.facts["redecided"] == len(before)
+    assert result.progress.classified == 0 and result.record["redecided"] == len(before)
     after = pd.read_parquet(tmp_path / "out" / "predictions").sort_values("relpath")
     assert after.run_id.tolist() == before.run_id.tolist()  # the same rows, decided again
     assert (after.calibration_id == stricter.calibration["calibration_id"]).all()

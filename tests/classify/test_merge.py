@@ -6,7 +6,7 @@ import pytest
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.merge import merge_outputs
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.classify.scan import Shard
 from classify_job.errors import InputError
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 
 pytest.importorskip("ray", reason="the [ray] extra is not installed")
 

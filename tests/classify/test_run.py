@@ -10,7 +10,7 @@ import pytest
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.lock import output_lock
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.classify.scan import Shard
 from classify_job.errors import ErrorRateExceeded, Interrupted, LockHeldError
 from classify_job.predictions import list_parts

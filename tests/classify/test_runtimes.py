@@ -16,7 +16,7 @@ from helpers import write_image
 from classify_job.bundle import read_spec
 from classify_job.classify.backends import choose_runtime
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.errors import BundleError
 from classify_job.train.export import export_bundle
 
@@ -80,9 +80,9 @@ AUTO_RUN = """
 import sys
 from pathlib import Path
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 result = run_classify(ClassifyConfig(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))
-print(result.facts["runtime"], ",".join(sorted(m for m in ("keras", "jax") if m in sys.modules)) or "-")
+print(result.record["runtime"], ",".join(sorted(m for m in ("keras", "jax") if m in sys.modules)) or "-")
 """
 
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.index import INDEX_DIR
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.classify.scan import Shard
 from classify_job.cli import app
 from classify_job.errors import OutputError
@@ -241,7 +241,7 @@ def test_a_merge_killed_between_its_two_renames_is_undone_by_the_next_run(config
         assert CliRunner().invoke(app, args).exit_code == 0
     else:
         rerun = run_classify(dataclasses.replace(config, out=target))
-        assert rerun.facts["skipped"] == FILES
+        assert rerun.record["skipped"] == FILES
     frame = pd.read_parquet(target / "predictions")
     assert frame.relpath.is_unique and set(frame.relpath) == relpaths(tree)
     assert not (target / ".predictions.old").exists()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.index import INDEX_DIR
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.cli import app
 from classify_job.predictions import QUARANTINE_DIR, list_parts
 
@@ -90,7 +90,7 @@ def test_every_kind_of_unreadable_part_is_quarantined(config, tree, damage):
     damaged = list_parts(config.out)[0]
     damage(damaged)
     result = run_classify(config)
-    assert result.facts["quarantined"] == 1 and result.progress.classified == 4
+    assert result.record["quarantined"] == 1 and result.progress.classified == 4
     assert_every_file_once(config.out, tree)
 
 
@@ -106,7 +106,7 @@ def test_a_part_damaged_inside_its_rows_is_quarantined_when_the_run_reads_them(c
     shutil.copy(tree / "red" / "red_0.jpg", tree / "red" / "red_new.jpg")
     result = run_classify(config)
     assert (config.out / QUARANTINE_DIR / damaged.name).is_file()
-    assert result.facts["quarantined"] == 1 and result.summary["quarantined"] == 1
+    assert result.record["quarantined"] == 1 and result.summary["quarantined"] == 1
     assert result.summary["files"] == FILES + 1
     assert_every_file_once(config.out, tree)
 
@@ -116,7 +116,7 @@ def test_a_truncated_index_is_rebuilt_from_its_part(config, tree):
     part = list_parts(config.out)[3]
     truncate(index_file(config.out, part))
     result = run_classify(config)
-    assert result.progress.classified == 0 and result.facts["quarantined"] == 0
+    assert result.progress.classified == 0 and result.record["quarantined"] == 0
     assert len(np.load(index_file(config.out, part))) == 4
     assert not (config.out / QUARANTINE_DIR).exists()
     assert_every_file_once(config.out, tree)

@@ -17,7 +17,7 @@ from test_compat import copy_v1
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.index import INDEX_DIR
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.predictions import PREDICTIONS_DIR, list_parts
 
 

@@ -164,9 +164,9 @@ def test_sigterm_while_settings_are_read_exits_75(tiny_tree, color_bundle, tmp_p
 
 
 def test_sigterm_while_the_bundle_is_read_exits_75(tiny_tree, color_bundle, tmp_path, monkeypatch):
-    from classify_job.classify import run
+    from classify_job.classify import pipeline
 
-    monkeypatch.setattr(run, "read_spec", sigterm_then(run.read_spec))
+    monkeypatch.setattr(pipeline, "read_spec", sigterm_then(pipeline.read_spec))
     out = tmp_path / "out"
     result = invoke(
         "classify", tiny_tree(per_class=2), "--model", color_bundle, "--out", out, "--batch-size", "2"

@@ -268,7 +268,7 @@ def test_sample_data_command(tmp_path):
 
 
 def test_train_flags_merge_into_the_job_files_arch_options(tiny_tree, tmp_path, monkeypatch):
-    import classify_job.train.run as training
+    import classify_job.train.pipeline as training
 
     received = []
 

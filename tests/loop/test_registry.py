@@ -21,7 +21,7 @@ from classify_job.predictions import list_parts, read_part_metadata
 from classify_job.train.augment import AugmentConfig
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import index_dataset
-from classify_job.train.run import train
+from classify_job.train.pipeline import train
 
 NAMES = list(COLORS)  # red, green, blue
 # The degraded model learns from folders that each hold the next colour's images, so it calls an

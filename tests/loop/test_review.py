@@ -16,7 +16,7 @@ from helpers import COLORS, write_image
 from typer.testing import CliRunner
 
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.cli import app
 from classify_job.errors import InputError
 from classify_job.hashing import content_hash

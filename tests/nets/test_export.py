@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from classify_job.bundle import load_bundle
-from classify_job.nets.export import export_onnx, export_openvino, serving_model
 from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastPointwiseConv2D
+from classify_job.nets.graphs import export_onnx, export_openvino, serving_model
 from classify_job.nets.inference import inference_model
 
 V1 = Path(__file__).parents[1] / "fixtures" / "v1"

@@ -12,13 +12,13 @@ from helpers import write_image
 from PIL import Image
 
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.classify.sink import PartWriter
-from classify_job.decision import review_reasons
+from classify_job.decisions.rule import review_reasons
 from classify_job.errors import InputError
 from classify_job.predictions import TIMESTAMP, predictions_schema
 from classify_job.report.html import write_html_report
-from classify_job.report.samples import collect_samples
+from classify_job.report.showcase import collect_showcase
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -96,7 +96,7 @@ def test_missing_image_becomes_a_placeholder(out, tree):
 def test_streaming_selection_matches_a_full_sort_across_parts(tree, color_bundle, tmp_path):
     out = classify(tree, color_bundle, tmp_path / "out", rows_per_part=3)
     assert len(list((out / "predictions").glob("part-*.parquet"))) > 3
-    samples = collect_samples(out, threshold=0.6, margin=0.15, per_label=2, review_limit=2)
+    samples = collect_showcase(out, threshold=0.6, margin=0.15, per_label=2, review_limit=2)
     ok = pd.read_parquet(out / "predictions").query("status == 'ok'")
     for label, rows in ok.groupby("label"):
         most = rows.sort_values(["confidence", "relpath"], ascending=[False, True]).relpath.head(2)
@@ -150,7 +150,7 @@ def test_ties_are_broken_by_relpath_whatever_the_batch_boundaries(tmp_path):
     tied = [(f"{i:02d}.jpg", "a", 1.0) for i in reversed(range(30))]
     rows = [*tied, ("y.jpg", "a", 0.5), ("x.jpg", "a", 0.5)]
     out = fabricated_out(tmp_path / "out", rows, rows_per_part=10)
-    samples = collect_samples(out, threshold=0.6, margin=0.15, per_label=4, review_limit=1)
+    samples = collect_showcase(out, threshold=0.6, margin=0.15, per_label=4, review_limit=1)
     assert [s.relpath for s in samples.top["a"].items] == ["00.jpg", "01.jpg", "02.jpg", "03.jpg"]
     assert [s.relpath for s in samples.bottom["a"].items] == ["x.jpg", "y.jpg", "00.jpg", "01.jpg"]
     assert [s.relpath for s in samples.review.items] == ["x.jpg"] and samples.review_total == 2

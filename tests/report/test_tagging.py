@@ -7,8 +7,8 @@ import pytest
 from helpers import write_image
 
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
-from classify_job.decision import review_reasons, top_two_margin
+from classify_job.classify.pipeline import run_classify
+from classify_job.decisions.rule import review_reasons, top_two_margin
 from classify_job.errors import InputError
 from classify_job.report.tagging import tag_catalog
 

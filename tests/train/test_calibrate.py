@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from classify_job.train.calibrate import (
+from classify_job.decisions.calibration import (
     HeldOut,
     accept_thresholds,
     calibration_figures,
@@ -27,7 +27,7 @@ def overconfident(n=4000, temperature=2.5, seed=0):
 
 
 def test_temperature_is_recovered_and_calibration_error_falls():
-    from classify_job.decision import calibrate
+    from classify_job.decisions.rule import calibrate
 
     raw, labels = overconfident()
     temperature = fit_temperature(raw, labels)

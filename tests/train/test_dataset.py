@@ -11,7 +11,7 @@ import pytest
 from helpers import write_image
 
 from classify_job.errors import DatasetError, InputError
-from classify_job.samples import fashion_mnist
+from classify_job.sampledata import fashion_mnist
 from classify_job.train.augment import AugmentConfig, RandomShift, build_augmentation
 from classify_job.train.dataset import LabelledFile, class_weights, hash_split, index_dataset, load_split
 

@@ -11,14 +11,14 @@ import pytest
 
 from classify_job.bundle import load_bundle
 from classify_job.classify.config import ClassifyConfig
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.train import finetune
 from classify_job.train.architectures import configure
 from classify_job.train.augment import AugmentConfig, build_augmentation
 from classify_job.train.config import TrainConfig
-from classify_job.train.run import prepare_data, train
+from classify_job.train.pipeline import prepare_data, train
 
 SIZE = (32, 32)
 NO_AUGMENT = AugmentConfig("none", 0, 0, 0, 0, 0)

@@ -16,7 +16,7 @@ from classify_job.train.architectures import ARCHITECTURES, build_model, configu
 from classify_job.train.augment import AugmentConfig
 from classify_job.train.config import TrainConfig
 from classify_job.train.fit import make_optimizer
-from classify_job.train.run import train
+from classify_job.train.pipeline import train
 
 NO_AUGMENT = AugmentConfig("none", 0, 0, 0, 0, 0)
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from classify_job.bundle import SPEC_FILE, read_spec
 from classify_job.cli import app
-from classify_job.train.run import train
+from classify_job.train.pipeline import train
 from classify_job.train.staging import STAGING_PREFIX
 
 from .test_run import tiny_config
@@ -19,7 +19,7 @@ from .test_run import tiny_config
 KILLED_TRAIN = """
 import os, sys
 from pathlib import Path
-import classify_job.train.run as run
+import classify_job.train.pipeline as run
 sys.path.insert(0, sys.argv[3])
 from test_run import tiny_config
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from classify_job.errors import ImageDecodeError, InputError
 from classify_job.imageio import load_image
-from classify_job.samples.photos import CLASSES, render_photo, write_messy_tree, write_sample_dataset
+from classify_job.sampledata.photos import CLASSES, render_photo, write_messy_tree, write_sample_dataset
 
 MESSY_KINDS = {
     *("nested", "unicode_name", "uppercase_ext", "truncated_jpeg", "random_bytes", "zero_bytes", "text"),
@@ -143,7 +143,7 @@ def test_colour_histograms_stay_far_below_a_convnet_on_held_out_photos(sample_tr
 
     from classify_job.train.config import TrainConfig
     from classify_job.train.dataset import index_dataset
-    from classify_job.train.run import train
+    from classify_job.train.pipeline import train
 
     data = sample_tree
     config = TrainConfig(data, tmp_path / "model", arch="efficientnet_lite0", image_size=128, epochs=30,
@@ -159,8 +159,8 @@ def test_colour_histograms_stay_far_below_a_convnet_on_held_out_photos(sample_tr
 
 
 def test_other_garments_go_beside_the_dataset_never_into_a_class(tmp_path):
-    from classify_job.samples.others import OTHER_KINDS
-    from classify_job.samples.photos import render_other
+    from classify_job.sampledata.others import OTHER_KINDS
+    from classify_job.sampledata.photos import render_other
     from classify_job.train.dataset import index_dataset
 
     summary = write_sample_dataset(tmp_path / "ds", per_class=2, seed=4, image_size=96, other=3)

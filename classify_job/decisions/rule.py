@@ -1,6 +1,6 @@
 """What to do with a prediction: accept the label, or send it to review, and why.
 
-A bundle trained by this version carries three things (fitted by ``classify_job.train.decisions``):
+A bundle trained by this version carries three things (fitted by ``classify_job.decisions.fitting``):
 
 - ``calibration``: a temperature T; calibrated probabilities are ``softmax(log(raw) / T)``, so
   only the raw probabilities are needed to calibrate again, and the top label never changes;

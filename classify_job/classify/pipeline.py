@@ -39,8 +39,9 @@ from classify_job.classify.redecide import redecide
 from classify_job.classify.rows import RowContext, predictions_table
 from classify_job.classify.scan import TreeScan
 from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stale_temp_files
-from classify_job.decision import DecisionRule
+from classify_job.decisions.rule import DecisionRule
 from classify_job.errors import ErrorRateExceeded, Interrupted, OutputError
+from classify_job.loop.drift import RunHistograms, record_drift
 from classify_job.predictions import (
     PREDICTIONS_DIR,
     TMP_DIR,
@@ -48,7 +49,6 @@ from classify_job.predictions import (
     predictions_schema,
     quarantine_part,
 )
-from classify_job.report.drift import RunHistograms, record_drift
 from classify_job.report.html import REPORT_HTML, write_html_report
 from classify_job.report.summary import (
     SUMMARY_JSON,
@@ -57,7 +57,7 @@ from classify_job.report.summary import (
     refresh_summary,
     write_summary,
 )
-from classify_job.runfacts import RUNS_DIR, iso_utc, latest_run, write_run_facts
+from classify_job.runrecords import RUNS_DIR, iso_utc, latest_run, write_run_record
 from classify_job.runtime import peak_rss_mib
 from classify_job.walk import FileEntry, require_dir
 
@@ -93,19 +93,19 @@ class RunState:
     progress: RunProgress
     histograms: RunHistograms  # this run's rows, for drift
     timings: dict[str, Any]
-    engine_facts: dict[str, Any]
+    engine_record: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a finished run did, the facts it recorded and the summary of the whole output."""
+    """What a finished run did, the record it wrote and the summary of the whole output."""
 
     run_id: str
     out: Path
     progress: RunProgress
     superseded_rows_removed: int
     summary: dict[str, Any]
-    facts: dict[str, Any]
+    record: dict[str, Any]
 
 
 def run_classify(
@@ -196,7 +196,7 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
     _touch(out / SUPERSEDING)
     run = RunState(
         setup, run_id, rule, scan, writer, progress, RunHistograms(spec.labels, rule.cutoff),
-        timings={"startup_s": round(time.monotonic() - setup.started, 3)}, engine_facts={"runtime": None},
+        timings={"startup_s": round(time.monotonic() - setup.started, 3)}, engine_record={"runtime": None},
     )  # fmt: skip
     try:
         _classify_batches(run)
@@ -205,14 +205,14 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
     parts, superseded = _supersede(out, parts + writer.indexes) if writer.indexes else (parts, 0)
     (out / SUPERSEDING).unlink(missing_ok=True)
     parts, pruned, missing = _missing(scan, parts, config.prune)
-    facts = _run_facts(run, missing, pruned)
-    facts.update(run.engine_facts, redecided=redecided, calibration_id=rule.calibration_id)
-    facts.update(quarantined=len(quarantined), quarantined_parts=[q.as_dict() for q in quarantined])
-    facts.update(record_drift(out, facts, run.histograms, config.drift_runs, config.drift_min_rows))
-    write_run_facts(out, facts)
+    record = _run_record(run, missing, pruned)
+    record.update(run.engine_record, redecided=redecided, calibration_id=rule.calibration_id)
+    record.update(quarantined=len(quarantined), quarantined_parts=[q.as_dict() for q in quarantined])
+    record.update(record_drift(out, record, run.histograms, config.drift_runs, config.drift_min_rows))
+    write_run_record(out, record)
     changed = writer.indexes or superseded or pruned or redecided or quarantined
-    summary = _reports(out, facts, (config.model, spec), rows_changed=bool(changed))
-    return RunResult(run_id, out, progress, superseded, summary, facts)
+    summary = _reports(out, record, (config.model, spec), rows_changed=bool(changed))
+    return RunResult(run_id, out, progress, superseded, summary, record)
 
 
 def _classify_batches(run: RunState) -> None:
@@ -227,7 +227,7 @@ def _classify_batches(run: RunState) -> None:
         entries = _counted(chain([first], todo), scan, progress)
         engine = ENGINES[config.engine]
         with _closing(rows):
-            for item in engine(config, spec, entries, ctx, run.writer.schema, run.engine_facts):
+            for item in engine(config, spec, entries, ctx, run.writer.schema, run.engine_record):
                 rows.put(item)
                 if run.setup.stop.is_set():
                     log.warning("stop requested: committing finished rows and exiting")
@@ -299,17 +299,17 @@ def _missing(scan: TreeScan, parts: list[PartIndex], prune: bool) -> tuple[list[
 
 
 def _reports(
-    out: Path, facts: dict[str, Any], bundle: tuple[Path, BundleSpec], rows_changed: bool
+    out: Path, record: dict[str, Any], bundle: tuple[Path, BundleSpec], rows_changed: bool
 ) -> dict[str, Any]:
-    """Rebuild summary and report when rows changed; otherwise refresh the summary's run facts,
+    """Rebuild summary and report when rows changed; otherwise refresh the summary's run record,
     and rebuild the report if it is missing (its last write failed, or someone deleted it)."""
-    if not rows_changed and (summary := refresh_summary(out, facts)) is not None:
+    if not rows_changed and (summary := refresh_summary(out, record)) is not None:
         if not (out / REPORT_HTML).is_file() and any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
             write_html_report(out, summary, bundle=bundle)
         return summary
     if not any((out / PREDICTIONS_DIR).glob("part-*.parquet")):
         return {}
-    summary = write_summary(out, build_summary(out, facts))
+    summary = write_summary(out, build_summary(out, record))
     write_html_report(out, summary, bundle=bundle)
     return summary
 
@@ -326,7 +326,7 @@ def _expected_files(out: Path) -> int | None:
     return previous.get("found") if previous else None
 
 
-def _run_facts(run: RunState, missing: int | None, pruned: int) -> dict[str, Any]:
+def _run_record(run: RunState, missing: int | None, pruned: int) -> dict[str, Any]:
     config, spec, scan, started = run.setup.config, run.setup.spec, run.scan, run.setup.started
     return {
         "run_id": run.run_id,
@@ -354,7 +354,7 @@ def _run_facts(run: RunState, missing: int | None, pruned: int) -> dict[str, Any
 
 
 def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: str) -> PartWriter:
-    facts = {
+    record = {
         "run_started_at": time.time(),
         "model_id": spec.model_id,
         "model_path": str(config.model.absolute()),
@@ -365,7 +365,7 @@ def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: st
         "calibration_id": (spec.calibration or {}).get("calibration_id"),
     }
     return PartWriter(
-        out, predictions_schema(spec.labels), run_id, facts, config.rows_per_part, config.commit_every_s
+        out, predictions_schema(spec.labels), run_id, record, config.rows_per_part, config.commit_every_s
     )
 
 

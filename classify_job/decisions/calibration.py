@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classify_job.decision import UnfamiliarScore
+from classify_job.decisions.rule import UnfamiliarScore
 
 CONFIDENCE = 0.95  # of the one-sided lower bound on precision
 ECE_BINS = 15

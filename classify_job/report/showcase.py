@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from classify_job.decision import DECISION_COLUMNS, stored_decisions, top_two_margin
+from classify_job.decisions.rule import DECISION_COLUMNS, stored_decisions, top_two_margin
 from classify_job.predictions import iter_batches, prob_matrix
 
 BINS = 20
@@ -58,7 +58,7 @@ def _least_confident(s: ReportRow) -> tuple[float, str]:
 
 
 @dataclass
-class Samples:
+class Showcase:
     """What one pass over the predictions keeps: per label a histogram and the extremes, plus the
     review queue and how many rows it holds in all."""
 
@@ -125,10 +125,12 @@ class _Rows:
         return ReportRow(row["relpath"], row["path"], row["label"], conf, margin, str(self.reason[i]), top)
 
 
-def collect_samples(out: Path, threshold: float, margin: float, per_label: int, review_limit: int) -> Samples:
+def collect_showcase(
+    out: Path, threshold: float, margin: float, per_label: int, review_limit: int
+) -> Showcase:
     """Stream the predictions once and keep histograms, extremes per label and the review queue."""
     review = BoundedList(review_limit, _least_confident)
-    samples = Samples(threshold=threshold, margin=margin, per_label=per_label, review=review)
+    samples = Showcase(threshold=threshold, margin=margin, per_label=per_label, review=review)
     for _, batch in iter_batches(out, _COLUMNS, probs=True):
         rows = _batch_rows(batch, threshold, margin)
         labels = pc.dictionary_encode(batch.column("label"))

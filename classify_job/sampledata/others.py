@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from classify_job.samples.cut import bezier, pick_weighted, rgb_tuple, smooth_noise, to_uint8
+from classify_job.sampledata.cut import bezier, pick_weighted, rgb_tuple, smooth_noise, to_uint8
 
 OTHER_KINDS = ("skirt", "shirt", "shoe")
 

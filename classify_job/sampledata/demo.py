@@ -76,7 +76,7 @@ def _remove(*paths: Path) -> None:
 
 
 def _ensure_sample(directory: Path, per_class: int, seed: int, messy: bool) -> str:
-    from classify_job.samples.photos import write_messy_tree, write_sample_dataset
+    from classify_job.sampledata.photos import write_messy_tree, write_sample_dataset
 
     wanted = {"per_class": per_class, "seed": seed, "messy": messy}
     marker = directory / MARKER
@@ -93,7 +93,7 @@ def _ensure_model(config: DemoConfig) -> str:
     if (config.model_dir / SPEC_FILE).is_file():
         return f"cached in {config.model_dir}"
     from classify_job.train.config import TrainConfig
-    from classify_job.train.run import train
+    from classify_job.train.pipeline import train
 
     arch = preferred_architecture()
     settings = {
@@ -119,7 +119,7 @@ def preferred_architecture() -> str:
 
 def _classify(config: DemoConfig, result: DemoResult) -> str:
     from classify_job.classify.config import ClassifyConfig
-    from classify_job.classify.run import run_classify
+    from classify_job.classify.pipeline import run_classify
 
     run = run_classify(ClassifyConfig(config.tree_dir, config.model_dir, config.out_dir))
     result.summary = run.summary
@@ -131,7 +131,7 @@ def tree_accuracy(out: Path) -> float | None:
     """Accuracy on the rows whose top folder names their true class (the clean sample photos)."""
     import pandas as pd
 
-    from classify_job.samples.photos import CLASSES
+    from classify_job.sampledata.photos import CLASSES
 
     df = pd.read_parquet(out / "predictions", columns=["relpath", "status", "label"])
     truth = df.relpath.str.split("/").str[0]

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.merge import merge_outputs
-from classify_job.classify.run import run_classify
+from classify_job.classify.pipeline import run_classify
 from classify_job.cli import app
-from classify_job.report.drift import (
+from classify_job.loop.drift import (
     ALERT,
     NONE,
     NOT_ENOUGH,
@@ -31,7 +31,7 @@ from classify_job.report.drift import (
     reference_runs,
     unfamiliar_edges,
 )
-from classify_job.runfacts import write_run_facts
+from classify_job.runrecords import write_run_record
 
 
 def test_identical_histograms_have_zero_psi_whatever_their_size():
@@ -118,12 +118,12 @@ def test_run_histograms_count_readable_rows_only():
 
 def test_reference_is_the_last_runs_of_the_same_model_with_histograms(tmp_path):
     for i in range(5):
-        write_run_facts(tmp_path, facts(f"2026{i}", {"a": 10}, [0] * 9 + [10]))
-    write_run_facts(tmp_path, facts("20265", {"a": 10}, [0] * 9 + [10], model="other"))
-    write_run_facts(tmp_path, {"run_id": "20266", "model_id": "m", "calibration_id": None})  # before drift
+        write_run_record(tmp_path, facts(f"2026{i}", {"a": 10}, [0] * 9 + [10]))
+    write_run_record(tmp_path, facts("20265", {"a": 10}, [0] * 9 + [10], model="other"))
+    write_run_record(tmp_path, {"run_id": "20266", "model_id": "m", "calibration_id": None})  # before drift
     damaged = facts("20267", {"a": 10}, [0] * 9 + [10])
     damaged["histograms"]["confidence"]["counts"] = [1, 2]
-    write_run_facts(tmp_path, damaged)
+    write_run_record(tmp_path, damaged)
     (tmp_path / "runs" / "20268.json").write_text("{not json")
     current = facts("20269", {"a": 10}, [0] * 9 + [10])
     assert [r["run_id"] for r in reference_runs(tmp_path, current, 3)] == ["20262", "20263", "20264"]
@@ -135,7 +135,7 @@ def add_images(root: Path, batch: str, per_class: int, colors: dict[str, tuple[i
             write_image(root / batch / name / f"{batch}_{name}_{i:03d}.png", color, size=(12, 10))
 
 
-def run_facts(out: Path, run_id: str) -> dict:
+def run_record(out: Path, run_id: str) -> dict:
     return json.loads((out / "runs" / f"{run_id}.json").read_text())
 
 
@@ -149,7 +149,7 @@ def test_an_injected_shift_raises_a_flag_and_an_unchanged_rerun_none(color_bundl
     config = ClassifyConfig(tree, color_bundle, out, batch_size=64)
     add_images(tree, "week1", 70, COLORS)
     first = run_classify(config)
-    stored = run_facts(out, first.run_id)
+    stored = run_record(out, first.run_id)
     assert stored["histograms"]["rows"] == 210 and stored["histograms"]["labels"] == dict.fromkeys(
         ("blue", "green", "red"), 70
     )
@@ -184,7 +184,7 @@ def test_an_injected_shift_raises_a_flag_and_an_unchanged_rerun_none(color_bundl
     with caplog.at_level(logging.WARNING, logger="classify_job"):
         rerun = run_classify(config)  # unchanged: classifies nothing
     assert rerun.progress.classified == 0
-    assert "drift" not in run_facts(out, rerun.run_id) and "histograms" not in run_facts(out, rerun.run_id)
+    assert "drift" not in run_record(out, rerun.run_id) and "histograms" not in run_record(out, rerun.run_id)
     assert not [r for r in caplog.records if "drift" in r.getMessage()]
     drift = json.loads((out / "summary.json").read_text())["drift"]
     assert drift["run_id"] == third.run_id and drift["new"] is False  # the latest comparison, not a new one
@@ -221,16 +221,16 @@ def calibrated_bundle(color_bundle, tmp_path_factory) -> Path:
     import shutil
 
     from classify_job.bundle import load_bundle
-    from classify_job.train.calibrate import HeldOut
+    from classify_job.decisions.calibration import HeldOut
+    from classify_job.decisions.fitting import CalibrationSets, fit_decision_rule
     from classify_job.train.dataset import load_split
-    from classify_job.train.decisions import CalibrationSets, fit_decision_rule
-    from classify_job.train.evaluate import predict_with_features, select_samples
+    from classify_job.train.evaluate import labelled_files, predict_with_features
 
     tmp = tmp_path_factory.mktemp("calibrated")
     add_images(tmp, "data", 70, COLORS)
     bundle = shutil.copytree(color_bundle, tmp / "bundle")
     loaded_bundle = load_bundle(bundle)
-    samples = select_samples(tmp / "data", "all", loaded_bundle.spec.labels, loaded_bundle.spec.extra)
+    samples = labelled_files(tmp / "data", "all", loaded_bundle.spec.labels, loaded_bundle.spec.extra)
     loaded = load_split(tmp / "data", samples, loaded_bundle.spec.image_size)
     probs, features = predict_with_features(loaded_bundle.model, loaded.images)
     held = HeldOut(probs, loaded.labels, features, "colour images")
@@ -244,9 +244,9 @@ def test_the_unfamiliar_score_drifts_on_its_own(calibrated_bundle, tmp_path):
     config = ClassifyConfig(tree, calibrated_bundle, out, batch_size=64)
     add_images(tree, "week1", 140, COLORS)  # 420 rows a side: a chance PSI of about 0.03
     first = run_classify(config)
-    assert first.facts["histograms"]["unfamiliar"]["edges"] == unfamiliar_edges(cutoff)
+    assert first.record["histograms"]["unfamiliar"]["edges"] == unfamiliar_edges(cutoff)
     add_images(tree, "week2", 140, COLORS)
-    assert run_classify(config).facts["drift"]["signals"]["unfamiliar"]["flag"] == NONE
+    assert run_classify(config).record["drift"]["signals"]["unfamiliar"]["flag"] == NONE
     faded = {name: tuple((c + 128) // 2 for c in color) for name, color in COLORS.items()}
     add_images(tree, "week3", 70, faded)  # same labels, same confidence, but unlike the training images
     signals = run_classify(config).summary["drift"]["signals"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from classify_job.samples.cut import (
+from classify_job.sampledata.cut import (
     TOP,
     Cut,
     Look,

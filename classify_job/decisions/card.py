@@ -11,7 +11,7 @@ from typing import Any
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec
-from classify_job.decision import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+from classify_job.decisions.rule import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 
 HEADING = "## Decisions"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ImageDraw
 
-from classify_job.samples.cut import Cut, Look, bezier, body_half, leg_profile, rgb_tuple, to_pixels, top_y
+from classify_job.sampledata.cut import Cut, Look, bezier, body_half, leg_profile, rgb_tuple, to_pixels, top_y
 
 
 @dataclass(frozen=True)

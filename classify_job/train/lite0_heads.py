@@ -10,9 +10,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from classify_job.decisions.calibration import HeldOut
 from classify_job.nets.efficientnet_lite import FEATURES, head_layers
 from classify_job.train.augment import AugmentConfig
-from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.fit import EpochInfo, fit

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from classify_job.samples.cloth import fabric
-from classify_job.samples.cut import (
+from classify_job.sampledata.cloth import fabric
+from classify_job.sampledata.cut import (
     TOP,
     Cut,
     Look,
@@ -19,7 +19,7 @@ from classify_job.samples.cut import (
     to_uint8,
     top_y,
 )
-from classify_job.samples.stitching import Pen, details
+from classify_job.sampledata.stitching import Pen, details
 
 
 def _body_polygon(cut: Cut) -> np.ndarray:

@@ -16,10 +16,7 @@ import numpy as np
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, bundle_file, write_spec
-from classify_job.decision import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
-from classify_job.errors import DatasetError, InputError, OutputError
-from classify_job.hashing import content_hash
-from classify_job.train.calibrate import (
+from classify_job.decisions.calibration import (
     SHRINKAGE,
     HeldOut,
     accept_thresholds,
@@ -29,7 +26,10 @@ from classify_job.train.calibrate import (
     reliability,
     unfamiliar_cutoff,
 )
-from classify_job.train.card import rewrite_decisions
+from classify_job.decisions.card import rewrite_decisions
+from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
+from classify_job.errors import DatasetError, InputError, OutputError
+from classify_job.hashing import content_hash
 from classify_job.train.dataset import TrainingData
 from classify_job.train.evaluate import predict_with_features
 from classify_job.train.fit import Fitted
@@ -210,15 +210,15 @@ def _recalibration_parts(bundle: Any, data: Path) -> dict[str, HeldOut]:
     test third and two fitting thirds, each decoded and run through the model."""
     from classify_job.hashing import split_position
     from classify_job.train.dataset import load_split
-    from classify_job.train.evaluate import select_samples
+    from classify_job.train.evaluate import labelled_files
 
     spec = bundle.spec
     trained = (
-        {s.relpath for s in select_samples(data, "train", spec.labels, spec.extra)}
+        {s.relpath for s in labelled_files(data, "train", spec.labels, spec.extra)}
         if _trained_on(spec, data)
         else set()
     )
-    samples = [s for s in select_samples(data, "all", spec.labels, spec.extra) if s.relpath not in trained]
+    samples = [s for s in labelled_files(data, "all", spec.labels, spec.extra) if s.relpath not in trained]
     cuts = {"test": (0, 1 / 3), "fit": (1 / 3, 2 / 3), "familiar": (2 / 3, 1)}
     parts = {}
     for name, (low, high) in cuts.items():

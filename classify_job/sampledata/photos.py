@@ -21,9 +21,9 @@ from PIL import Image, ImageFilter
 
 from classify_job import atomic
 from classify_job.errors import InputError
-from classify_job.samples.cut import pick_weighted, smooth_noise
-from classify_job.samples.others import OTHER_KINDS, draw_other
-from classify_job.samples.trousers import draw_trousers
+from classify_job.sampledata.cut import pick_weighted, smooth_noise
+from classify_job.sampledata.others import OTHER_KINDS, draw_other
+from classify_job.sampledata.trousers import draw_trousers
 
 CLASSES = ("male_trousers", "female_trousers", "male_jeans", "female_jeans")
 MIN_IMAGE_SIZE = 64

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from classify_job.bundle import SPEC_FILE, BundleSpec
+from classify_job.decisions.calibration import HeldOut
+from classify_job.decisions.fitting import calibration_data, fit_decision_rule
 from classify_job.errors import DatasetError, ExportError, InputError, OutputError
 from classify_job.runtime import set_seeds
 from classify_job.train.architectures import architecture, build_model, configure
 from classify_job.train.artifacts import write_model_card, write_outputs
-from classify_job.train.calibrate import HeldOut
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import BadFile, TrainingData, class_weights, index_dataset, load_split
-from classify_job.train.decisions import calibration_data, fit_decision_rule
 from classify_job.train.evaluate import predict_with_features
 from classify_job.train.export import export_bundle
 from classify_job.train.fit import EpochInfo, best_epoch, monitor_metric

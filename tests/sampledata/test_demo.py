@@ -2,7 +2,7 @@
 
 import json
 
-from classify_job.samples.demo import DemoConfig, run_demo
+from classify_job.sampledata.demo import DemoConfig, run_demo
 
 
 def test_demo_builds_everything_once_then_reuses_it(tmp_path):

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from classify_job.errors import InputError
 from classify_job.predictions import value_counts
-from classify_job.runfacts import iter_runs
+from classify_job.runrecords import iter_runs
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def flag_of(value: float | None) -> str:
 
 def compare(current: dict[str, Any], earlier: Sequence[dict[str, Any]], min_rows: int) -> dict[str, Any]:
     """This run's histograms (``current["histograms"]``) against the pooled histograms of the
-    ``earlier`` runs' facts, signal by signal; each side needs ``min_rows`` rows for a flag."""
+    ``earlier`` runs' records, signal by signal; each side needs ``min_rows`` rows for a flag."""
     mine = current["histograms"]
     theirs = [run["histograms"] for run in earlier]
     signals = {"labels": _compare_labels(mine["labels"], [h["labels"] for h in theirs], min_rows)}
@@ -199,16 +199,16 @@ def reference_runs(out: Path, current: dict[str, Any], runs: int) -> list[dict[s
     """The newest ``runs`` earlier runs on ``out`` with histograms of the same model and
     calibration, oldest first."""
     found = []
-    for facts in iter_runs(out, newest_first=True):
+    for record in iter_runs(out, newest_first=True):
         if len(found) == runs:
             break
         if (
-            _well_formed(facts.get("histograms"))
-            and facts.get("run_id") != current["run_id"]
-            and facts.get("model_id") == current.get("model_id")
-            and facts.get("calibration_id") == current.get("calibration_id")
+            _well_formed(record.get("histograms"))
+            and record.get("run_id") != current["run_id"]
+            and record.get("model_id") == current.get("model_id")
+            and record.get("calibration_id") == current.get("calibration_id")
         ):
-            found.append(facts)
+            found.append(record)
     return found[::-1]
 
 
@@ -226,14 +226,14 @@ def _well_formed(histograms: Any) -> bool:
 
 
 def record_drift(
-    out: Path, facts: dict[str, Any], histograms: RunHistograms, runs: int, min_rows: int
+    out: Path, record: dict[str, Any], histograms: RunHistograms, runs: int, min_rows: int
 ) -> dict[str, Any]:
-    """The keys a run adds to its facts: ``histograms`` and ``drift`` (its comparison with the
+    """The keys a run adds to its record: ``histograms`` and ``drift`` (its comparison with the
     earlier runs), both absent when it wrote no readable row. Logs a warning on watch or alert."""
     counts = histograms.to_json()
     if counts is None:
         return {}
-    current = {**facts, "histograms": counts}
+    current = {**record, "histograms": counts}
     drift = compare(current, reference_runs(out, current, runs), min_rows)
     if drift["flag"] in (WATCH, ALERT):
         log.warning(describe(drift), extra={"fields": {"event": "drift", **_log_fields(drift)}})
@@ -249,9 +249,9 @@ def latest_drift(out: Path) -> dict[str, Any] | None:
     """The newest comparison recorded on ``out``, with ``new``: whether it is the latest run's
     own (False after a run that classified nothing: the comparison shown then raises no new flag)."""
     newest = None
-    for facts in iter_runs(out, newest_first=True):
-        newest = newest or facts.get("run_id")
-        drift = facts.get("drift")
+    for record in iter_runs(out, newest_first=True):
+        newest = newest or record.get("run_id")
+        drift = record.get("drift")
         if isinstance(drift, dict) and drift.keys() >= COMPARISON_KEYS:
             return {**drift, "new": drift["run_id"] == newest}
     return None
