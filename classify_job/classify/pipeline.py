@@ -41,7 +41,7 @@ from classify_job.classify.scan import TreeScan
 from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stale_temp_files
 from classify_job.decisions.rule import DecisionRule
 from classify_job.errors import ErrorRateExceeded, Interrupted, OutputError
-from classify_job.loop.drift import RunHistograms, record_drift
+from classify_job.loop.drift import record_drift, run_histograms
 from classify_job.predictions import (
     PREDICTIONS_DIR,
     TMP_DIR,
@@ -91,7 +91,6 @@ class RunState:
     scan: TreeScan
     writer: PartWriter
     progress: RunProgress
-    histograms: RunHistograms  # this run's rows, for drift
     timings: dict[str, Any]
     engine_record: dict[str, Any]
 
@@ -195,7 +194,7 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
     writer = _part_writer(config, out, spec, run_id)
     _touch(out / SUPERSEDING)
     run = RunState(
-        setup, run_id, rule, scan, writer, progress, RunHistograms(spec.labels, rule.cutoff),
+        setup, run_id, rule, scan, writer, progress,
         timings={"startup_s": round(time.monotonic() - setup.started, 3)}, engine_record={"runtime": None},
     )  # fmt: skip
     try:
@@ -208,7 +207,8 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
     record = _run_record(run, missing, pruned)
     record.update(run.engine_record, redecided=redecided, calibration_id=rule.calibration_id)
     record.update(quarantined=len(quarantined), quarantined_parts=[q.as_dict() for q in quarantined])
-    record.update(record_drift(out, record, run.histograms, config.drift_runs, config.drift_min_rows))
+    histograms = run_histograms([p.part for p in writer.indexes], spec.labels, rule.cutoff)
+    record.update(record_drift(out, record, histograms, config.drift_runs, config.drift_min_rows))
     write_run_record(out, record)
     changed = writer.indexes or superseded or pruned or redecided or quarantined
     summary = _reports(out, record, (config.model, spec), rows_changed=bool(changed))
@@ -240,7 +240,7 @@ def _classify_batches(run: RunState) -> None:
 
 
 def _write_rows(item: Any, ctx: RowContext, run: RunState) -> None:
-    """On the writer thread: the rows of one batch into the open part, the counters and histograms."""
+    """On the writer thread: the rows of one batch into the open part, and the counters."""
     progress, writer = run.progress, run.writer
     table = (
         item
@@ -252,7 +252,6 @@ def _write_rows(item: Any, ctx: RowContext, run: RunState) -> None:
             first_batch_s=round(time.monotonic() - progress.started, 3), first_batch_at=time.time()
         )
     writer.write(table)
-    run.histograms.add(table)
     progress.classified += table.num_rows
     progress.errors += pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
     run.setup.on_progress(progress)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job.errors import InputError
-from classify_job.predictions import value_counts
+from classify_job.predictions import read_part, value_counts
 from classify_job.runrecords import iter_runs
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ def unfamiliar_edges(cutoff: float) -> list[float | None]:
 
 
 class RunHistograms:
-    """The counts one run's readable rows add up to, accumulated table by table as they are
-    written (on the writer thread), so no row is read back."""
+    """The counts one run's readable rows add up to, table by table (:func:`run_histograms`)."""
 
     def __init__(self, labels: Sequence[str], unfamiliar_cutoff: float | None = None) -> None:
         self.rows = 0
@@ -84,6 +83,20 @@ class RunHistograms:
         if self.unfamiliar is not None:
             data["unfamiliar"] = {"edges": self.unfamiliar_edges, "counts": self.unfamiliar.tolist()}
         return data
+
+
+def run_histograms(
+    parts: Iterable[Path], labels: Sequence[str], unfamiliar_cutoff: float | None
+) -> RunHistograms:
+    """The histograms of the rows one run committed in ``parts``, read back after the run: the
+    three or four columns they need, off the classify loop and its writer thread."""
+    histograms = RunHistograms(labels, unfamiliar_cutoff)
+    columns = ["status", "label", "confidence"] + (
+        ["unfamiliar_score"] if unfamiliar_cutoff is not None else []
+    )
+    for part in parts:
+        histograms.add(read_part(part, columns))
+    return histograms
 
 
 def _values(column: pa.ChunkedArray) -> np.ndarray:
