@@ -95,16 +95,22 @@ def optimise_basic(source: Path, target: Path) -> None:
     ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    """Every tensor name of ``graph`` mapped to the nodes that read it, in graph order."""
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
 def relu6_to_clip(model: Any) -> int:
     """Rewrite each ``Min(Max(x, 0), 6)`` into ``Clip(x, 0, 6)``; returns how many."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
 
     def is_scalar(name: str, value: float) -> bool:
         array = constants.get(name)
@@ -144,10 +150,7 @@ def pooling_to_2d(model: Any) -> int:
 
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     replace: dict[int, list[Any]] = {}
     for pool in graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
