@@ -103,10 +103,10 @@ test: install install-airflow  ## lint, then the default test suite (slow tests 
 	$(BIN)/ruff format --check classify_job tests benchmarks
 	$(BIN)/pytest -m "not slow" -q --durations=15
 
-test-slow: install
-	$(BIN)/pytest -m slow -q
+test-slow: install install-airflow  ## only the slow tests (over ~20 s each: Airflow runs, tune)
+	$(BIN)/pytest -m slow -q --durations=15
 
-test-all: install install-airflow
+test-all: install install-airflow  ## every test, slow ones included (no lint)
 	$(BIN)/pytest -q
 
 lint: install

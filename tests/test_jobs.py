@@ -84,6 +84,7 @@ def loop_job(tmp_path: Path, holdout: Path) -> Path:
     return job
 
 
+@pytest.mark.slow
 def test_the_weekly_loop_runs_its_steps_in_order_and_stops_at_a_refused_promotion(tmp_path):
     job, work = loop_job(tmp_path, tmp_path / "holdout"), tmp_path / "work"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CLASSIFY_JOB_LOG_DIR": str(tmp_path / "logs")}
@@ -176,6 +177,7 @@ def test_airflow_loads_the_weekly_loop_as_five_steps_in_order(tmp_path):
     assert result["retries"]["promote"] == 0  # a refusal is a verdict, not a glitch
 
 
+@pytest.mark.slow
 @needs_airflow
 def test_airflow_dag_run_classifies_the_tree_like_a_local_run(tiny_tree, color_bundle, tmp_path):
     tree, out_root = tiny_tree(per_class=5), tmp_path / "af-out"
@@ -193,6 +195,7 @@ def test_airflow_dag_run_classifies_the_tree_like_a_local_run(tiny_tree, color_b
     pd.testing.assert_frame_equal(rows(out_root / "merged"), local_reference(tree, color_bundle, tmp_path))
 
 
+@pytest.mark.slow
 @needs_airflow
 def test_airflow_runs_the_weekly_loop_in_order_and_a_refused_promotion_fails_the_run(tmp_path):
     job, work = loop_job(tmp_path, tmp_path / "holdout"), tmp_path / "work"
