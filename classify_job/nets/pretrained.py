@@ -194,14 +194,3 @@ def pretrained_backbone(
     model = build_backbone(image_size, fast, random_init=False)
     load_pretrained_weights(model, import_pretrained(cache_dir))
     return model
-
-
-def pretrained_imagenet_classifier(
-    image_size: int | tuple[int, int] = 224, fast: bool = True, cache_dir: str | os.PathLike | None = None
-) -> keras.Model:
-    """The full 1000-class ImageNet EfficientNet-Lite0 with the published weights."""
-    from classify_job.nets.efficientnet_lite import build_imagenet_classifier
-
-    model = build_imagenet_classifier(image_size, fast, random_init=False)
-    load_pretrained_weights(model, import_pretrained(cache_dir))
-    return model

@@ -169,7 +169,8 @@ def test_imagenet_classifier_recognises_the_sample_photos(weights_file, tmp_path
         path = tmp_path / f"{name}.png"
         Image.fromarray(getattr(skimage.data, name)()).save(path)
         pixels.append(load_image(path, (224, 224)).pixels.astype(np.float32))
-    model = pretrained.pretrained_imagenet_classifier(cache_dir=weights_file.parent)
+    model = build_imagenet_classifier(224, random_init=False)  # the 1000-class ImageNet network
+    pretrained.load_pretrained_weights(model, pretrained.import_pretrained(weights_file.parent))
 
     probabilities = model.predict(np.stack(pixels), verbose=0)
 
