@@ -135,8 +135,12 @@ def test_skipped_extensions_and_unlisted_directories_reach_the_summary(tmp_path,
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["ignored_extensions"] == {".heic": 3, ".txt": 1} == result.record["ignored_extensions"]
     assert "3 .heic files ignored" in (tmp_path / "out" / "summary.md").read_text()
-    (facts,) = read_runs(tmp_path / "out")
-    assert facts["found"] == 1 and facts["complete"] and facts["timings"]["startup_s"] >= 0
+    (record,) = read_runs(tmp_path / "out")
+    assert record["found"] == 1 and record["complete"] and record["classified"] == 1
+    timings = record["timings"]  # start-up, then the loop from model load to the last row, within the run
+    assert isinstance(timings["startup_s"], float) and 0 < timings["startup_s"] < record["elapsed_s"]
+    assert 0 < timings["first_batch_s"] <= timings["loop_s"]
+    assert timings["startup_s"] + timings["loop_s"] <= record["elapsed_s"] + 0.002  # each is rounded to 1 ms
 
 
 NO_OP_RUN = """

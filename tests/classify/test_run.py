@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from classify_job.bundle import read_spec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.lock import output_lock
 from classify_job.classify.pipeline import run_classify
@@ -56,11 +57,12 @@ def test_every_file_gets_one_row_with_the_contract_columns(config, tree):
 
 
 def test_summary_files_are_written_and_rebuilt_from_parquet_alone(config):
-    run_classify(config)
+    result = run_classify(config)
     summary = json.loads((config.out / "summary.json").read_text())
     assert summary["labels"] == {"blue": 5, "green": 5, "red": 5}
-    for key in ("files", "ok", "errors", "skipped", "images_per_second", "elapsed_s", "model_id", "run_id"):
-        assert key in summary
+    assert (summary["files"], summary["ok"], summary["errors"], summary["skipped"]) == (17, 15, 2, 0)
+    assert summary["model_id"] == read_spec(config.model).model_id and summary["run_id"] == result.run_id
+    assert summary["elapsed_s"] > 0 and summary["images_per_second"] > 0
     assert "| red | 5 |" in (config.out / "summary.md").read_text()
 
 
