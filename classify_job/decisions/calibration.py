@@ -1,8 +1,10 @@
 """Fit what decides whether a label is accepted, on predictions the model never trained on.
 
 - Temperature scaling: one T minimising the negative log-likelihood of held-out predictions.
-- Per class, the lowest calibrated-confidence threshold whose one-sided 95% Clopper-Pearson lower
-  bound on precision meets the target; a class without enough evidence gets none (never accepted).
+- Per class (or for all classes pooled), a threshold on calibrated confidence from a fixed-sequence
+  test: candidate thresholds from the strictest down, each passing when the one-sided 95%
+  Clopper-Pearson lower bound on precision meets the target, stopping at the first failure; a
+  class whose first test fails gets none (never accepted).
 - The unfamiliar score: Mahalanobis distance of the penultimate features to the nearest class
   centroid, under the training features' shrunk shared covariance, cut at the score that keeps
   ``recall`` of held-out familiar images. Measured on Fashion-MNIST (4 familiar, 4 unfamiliar
@@ -19,10 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from classify_job.decisions.rule import UnfamiliarScore
+from classify_job.errors import InputError
 
 CONFIDENCE = 0.95  # of the one-sided lower bound on precision
 ECE_BINS = 15
 SHRINKAGE = 0.1  # of the covariance towards its mean variance
+SEQUENCE_STEPS = 20  # hypotheses of the fixed-sequence test: the top 5%, 10%, ... of the predictions
+TEST = "fixed-sequence, one-sided Clopper-Pearson"
+CLASS, OVERALL = "class", "overall"  # what a precision guarantee covers (--precision-scope)
+SCOPES = (CLASS, OVERALL)
 
 
 @dataclass(frozen=True)
@@ -108,51 +115,128 @@ def needed_for(target: float) -> int:
     return math.ceil(math.log(1 - CONFIDENCE) / math.log(target))
 
 
-def accept_thresholds(
-    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], target: float
-) -> dict[str, dict]:
-    """Per class: the lowest threshold whose precision lower bound meets ``target``, with its evidence."""
-    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
-    found = {}
-    for c, name in enumerate(names):
-        mine = predicted == c
-        order = np.argsort(-confidence[mine], kind="stable")
-        conf, right = confidence[mine][order], (labels[mine] == c)[order]
-        found[name] = _class_threshold(conf, right, target)
-    return found
+def candidate_cuts(conf: np.ndarray, target: float) -> np.ndarray:
+    """The fixed sequence's hypotheses, strictest first, as indexes into ``conf`` (sorted high to
+    low; a cut ``m`` accepts ``conf[: m + 1]``): the top 5%, 10%, ... of the predictions, each moved
+    to the end of its run of equal confidences (a threshold accepts a whole tie), from the first
+    that accepts :func:`needed_for` predictions (no stricter one could pass). Counts alone fix the
+    sequence, never whether a prediction was right."""
+    n = len(conf)
+    if n == 0:
+        return np.zeros(0, int)
+    ranks = np.ceil(np.arange(1, SEQUENCE_STEPS + 1) / SEQUENCE_STEPS * n).astype(int) - 1
+    tie_ends = np.r_[np.flatnonzero(conf[1:] < conf[:-1]), n - 1]
+    cuts = np.unique(tie_ends[np.searchsorted(tie_ends, ranks)])
+    return cuts[cuts + 1 >= needed_for(target)]
 
 
-def _class_threshold(conf: np.ndarray, right: np.ndarray, target: float) -> dict:
-    """``conf`` sorted high to low; accepting the first m predictions for each possible m."""
-    predicted = len(conf)
-    evidence = {"predicted": predicted, "target_precision": target, "needed": needed_for(target)}
-    if predicted == 0:
-        return {
-            "threshold": None,
-            **evidence,
-            "accepted": 0,
-            "correct": 0,
-            "lower_bound": 0.0,
-            "share_accepted": 0.0,
-        }
-    accepted = np.arange(1, predicted + 1)
-    correct = np.cumsum(right)
-    cut = np.r_[conf[1:] < conf[:-1], True]  # only between distinct confidences
-    passing = np.flatnonzero(cut & (lower_bound(correct, accepted) >= target))
-    if len(passing) == 0:
-        m = int(np.flatnonzero(cut)[-1])  # report the evidence for accepting everything
-        return {"threshold": None, **evidence, **_evidence(conf, correct, accepted, m), "share_accepted": 0.0}
-    m = int(passing[-1])  # the most accepted predictions, i.e. the lowest threshold
-    return {"threshold": round(float(conf[m]), 6), **evidence, **_evidence(conf, correct, accepted, m),
-            "share_accepted": round(float(accepted[m] / predicted), 4)}  # fmt: skip
+def fixed_sequence(confidence: np.ndarray, correct: np.ndarray, target: float) -> dict:
+    """The loosest threshold a fixed-sequence test accepts at ``target`` precision, with its evidence.
+
+    Learn then test: the cuts of :func:`candidate_cuts` are tested in order, strictest first, each
+    at level 1 - :data:`CONFIDENCE` (is the Clopper-Pearson lower bound on the precision of the
+    predictions at or above it at least ``target``?), and the sequence stops at the first that
+    fails. Tests in an order fixed in advance need no correction for their number, unlike keeping
+    the loosest of all the thresholds that pass. ``threshold`` None: the first test failed.
+    """
+    confidence = np.asarray(confidence, np.float64)
+    order = np.argsort(-confidence, kind="stable")
+    conf, correct_at = confidence[order], np.cumsum(np.asarray(correct, bool)[order])
+    cuts = candidate_cuts(conf, target)
+    failed = np.flatnonzero(lower_bound(correct_at[cuts], cuts + 1) < target)
+    stop = int(failed[0]) if len(failed) else len(cuts)  # the first cut that failed
+    found = {
+        "predicted": len(conf),
+        "target_precision": target,
+        "needed": needed_for(target),
+        "test": TEST,
+        "alpha": round(1 - CONFIDENCE, 6),
+        "tested": min(stop + 1, len(cuts)),
+    }
+    if stop == 0:  # report the evidence that stopped the sequence (or all predictions)
+        m = int(cuts[0]) if len(cuts) else len(conf) - 1
+        return {"threshold": None, **found, **_evidence(correct_at, m), "share_accepted": 0.0}
+    m = int(cuts[stop - 1])
+    return {"threshold": round(float(conf[m]), 6), **found, **_evidence(correct_at, m),
+            "share_accepted": round((m + 1) / len(conf), 4)}  # fmt: skip
 
 
-def _evidence(conf: np.ndarray, correct: np.ndarray, accepted: np.ndarray, m: int) -> dict:
+def _evidence(correct_at: np.ndarray, m: int) -> dict:
+    if m < 0:
+        return {"accepted": 0, "correct": 0, "precision": None, "lower_bound": 0.0}
+    accepted, correct = m + 1, int(correct_at[m])
     return {
-        "accepted": int(accepted[m]),
-        "correct": int(correct[m]),
-        "precision": round(float(correct[m] / accepted[m]), 4),
-        "lower_bound": round(float(lower_bound(correct[m], accepted[m])), 4),
+        "accepted": accepted,
+        "correct": correct,
+        "precision": round(correct / accepted, 4),
+        "lower_bound": round(float(lower_bound(correct, accepted)), 4),
+    }
+
+
+def fit_thresholds(
+    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], target: float, scope: str = CLASS
+) -> tuple[dict[str, dict], dict]:
+    """Per class, the threshold on calibrated confidence and its evidence; and the guarantee.
+
+    ``scope`` "class": each class its own :func:`fixed_sequence` on its own predictions. "overall":
+    one test on all predictions pooled and one threshold for every class, so the precision is
+    guaranteed for all accepted labels together, not per class; each class's entry counts its own
+    accepted labels at that threshold (a description, not a guarantee).
+    """
+    if scope not in SCOPES:
+        raise InputError(f"--precision-scope must be one of {', '.join(SCOPES)}. Received: {scope!r}")
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    right = predicted == labels
+    mine = [predicted == c for c in range(len(names))]
+    if scope == CLASS:
+        found = {name: {**fixed_sequence(confidence[m], right[m], target), "scope": CLASS}
+                 for name, m in zip(names, mine, strict=True)}  # fmt: skip
+        passed = sum(t["threshold"] is not None for t in found.values())
+        return found, guarantee(CLASS, target, {"classes": len(names), "classes_with_threshold": passed})
+    pooled = fixed_sequence(confidence, right, target)
+    found = {name: _share_of(pooled, confidence[m], right[m]) for name, m in zip(names, mine, strict=True)}
+    keep = ("predicted", "tested", "threshold", "accepted", "correct", "precision", "lower_bound")
+    return found, guarantee(OVERALL, target, {k: pooled[k] for k in keep})
+
+
+def accept_thresholds(
+    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], target: float, scope: str = CLASS
+) -> dict[str, dict]:
+    """Per class, the threshold on calibrated confidence and its evidence (:func:`fit_thresholds`)."""
+    return fit_thresholds(probs, labels, names, target, scope)[0]
+
+
+def guarantee(scope: str, target: float, evidence: dict) -> dict:
+    """What a bundle promises about accepted labels, in words and in numbers (``bundle.json``)."""
+    who = {
+        CLASS: "For each class with a threshold, the labels accepted for that class",
+        OVERALL: "All accepted labels together (a weaker promise: one class's own precision may be lower)",
+    }[scope]
+    return {
+        "scope": scope,
+        "precision": target,
+        "confidence": CONFIDENCE,
+        "alpha": round(1 - CONFIDENCE, 6),
+        "test": TEST,
+        "statement": f"{who} have a precision of at least {target} with {CONFIDENCE:.0%} confidence, "
+        "on images drawn like the held-out ones.",
+        "evidence": evidence,
+    }
+
+
+def _share_of(pooled: dict, confidence: np.ndarray, right: np.ndarray) -> dict:
+    t = pooled["threshold"]
+    mine = confidence >= (np.inf if t is None else t)
+    accepted, correct = int(mine.sum()), int(right[mine].sum())
+    return {
+        **pooled,
+        "scope": OVERALL,
+        "predicted": len(confidence),
+        "accepted": accepted,
+        "correct": correct,
+        "precision": round(correct / accepted, 4) if accepted else None,
+        "lower_bound": round(float(lower_bound(correct, accepted)), 4),
+        "share_accepted": round(accepted / len(confidence), 4) if len(confidence) else 0.0,
     }
 
 
