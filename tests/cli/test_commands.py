@@ -1,9 +1,10 @@
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -88,7 +89,7 @@ def test_job_file_with_cli_overrides(tiny_tree, color_bundle, tmp_path):
 # --- real processes: the console script, kill -9 and SIGTERM ----------------------------------
 
 
-def big_tree(tiny_tree, tmp_path, per_class=300) -> Path:
+def big_tree(tiny_tree, tmp_path, per_class=200) -> Path:
     return tiny_tree(per_class=per_class, root=tmp_path / "big")
 
 
@@ -96,17 +97,47 @@ def cli(*args) -> list[str]:
     return [sys.executable, "-m", "classify_job", "classify", *map(str, args)]
 
 
-def wait_for_first_part(out: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not list((out / "predictions").glob("part-*.parquet")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no part file appeared"
-        time.sleep(0.02)
-
-
 def assert_complete(out: Path, expected: int) -> None:
     df = pd.read_parquet(out / "predictions")
     assert len(df) == expected and df.relpath.is_unique
+
+
+PIPE_BYTES = 4096  # the smallest pipe Linux makes: a few of the run's JSON log lines fill it
+
+
+class HeldRun:
+    """A classify subprocess that logs a JSON progress line per batch into a 4 KiB stderr pipe.
+
+    :meth:`wait_for_committed` reads lines until one says a part holds ``rows`` rows, then stops
+    reading: the run blocks on its next few log lines, so it is still mid-tree, whatever the
+    machine's speed, when the test signals it. :meth:`finish` reads the rest and waits for the exit.
+    """
+
+    def __init__(self, args: tuple, tmp_path: Path) -> None:
+        job = tmp_path / "progress.toml"
+        job.write_text("[classify]\nlog_every_s = 0\n")  # a line per batch: far more than the pipe holds
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self.proc = subprocess.Popen(cli(*args, "--config", job), stderr=write_end, stdout=subprocess.DEVNULL)
+        os.close(write_end)
+        self.stderr = os.fdopen(read_end, encoding="utf-8")
+        self.lines: list[str] = []
+
+    def wait_for_committed(self, rows: int) -> None:
+        for line in self.stderr:  # a line at a time, as the run writes them; EOF if it dies
+            self.lines.append(line)
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("event") == "progress" and event["classified"] >= rows:
+                return
+        raise AssertionError(f"the run ended before committing {rows} rows:\n{''.join(self.lines)}")
+
+    def finish(self, timeout: float = 120) -> str:
+        reader = threading.Thread(target=lambda: self.lines.extend(self.stderr), daemon=True)
+        reader.start()
+        self.proc.wait(timeout=timeout)
+        reader.join(timeout=timeout)
+        self.stderr.close()
+        return "".join(self.lines)
 
 
 def test_module_entry_point_runs_with_plain_log_lines(tiny_tree, color_bundle, tmp_path):
@@ -122,32 +153,31 @@ def test_module_entry_point_runs_with_plain_log_lines(tiny_tree, color_bundle, t
 def test_kill_9_midway_then_rerun_loses_and_duplicates_nothing(tiny_tree, color_bundle, tmp_path):
     tree, out = big_tree(tiny_tree, tmp_path), tmp_path / "out"
     args = (tree, "--model", color_bundle, "--out", out, "--batch-size", "4", "--rows-per-part", "8")
-    proc = subprocess.Popen(cli(*args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    wait_for_first_part(out, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run = HeldRun(args, tmp_path)
+    run.wait_for_committed(8)
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish() and run.proc.returncode == -signal.SIGKILL
     done_before = len(pd.read_parquet(out / "predictions"))
+    assert 8 <= done_before < 600
     rerun = subprocess.run(cli(*args), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{done_before} already done" in rerun.stderr
-    assert_complete(out, 900)
+    assert_complete(out, 600)
 
 
 def test_sigterm_stops_at_a_batch_boundary_with_exit_75(tiny_tree, color_bundle, tmp_path):
     tree, out = big_tree(tiny_tree, tmp_path), tmp_path / "out"
     args = (tree, "--model", color_bundle, "--out", out, "--batch-size", "4", "--rows-per-part", "8")
-    proc = subprocess.Popen(cli(*args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    wait_for_first_part(out, proc)
-    os.kill(proc.pid, signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before SIGTERM arrived")
-    assert proc.returncode == 75, stderr
+    run = HeldRun(args, tmp_path)
+    run.wait_for_committed(8)
+    os.kill(run.proc.pid, signal.SIGTERM)
+    stderr = run.finish()
+    assert run.proc.returncode == 75, stderr
     assert "SIGTERM received" in stderr and "rerun to resume" in stderr
     kept = len(pd.read_parquet(out / "predictions"))
-    assert kept % 4 == 0 and kept < 900  # whole batches only
+    assert kept % 4 == 0 and 8 <= kept < 600  # whole batches only
     assert subprocess.run(cli(*args), capture_output=True).returncode == 0
-    assert_complete(out, 900)
+    assert_complete(out, 600)
 
 
 def test_json_log_lines_carry_run_id_and_counts(tiny_tree, color_bundle, tmp_path):
