@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from classify_job.classify.index import PartIndex, contains
 from classify_job.errors import InputError
-from classify_job.hashing import model_hash, path_hashes, resume_keys, shard_of
+from classify_job.hashing import model_hash, path_hashes, resume_keys
 from classify_job.walk import FileEntry, WalkStats, fs_path, iter_files, require_dir
 
 CHUNK = 1024  # entries checked against the index at once
@@ -49,9 +49,6 @@ class Shard:
         if not 0 <= index < count <= cls.MAX_COUNT:
             raise InputError(f"--shard must be {cls.EXPECTED}. Received: {text!r}")
         return cls(index, count)
-
-    def contains(self, relpath: str) -> bool:
-        return self.count == 1 or shard_of(relpath, self.count) == self.index
 
     def mask(self, hashes: np.ndarray) -> np.ndarray:
         """True for the path hashes that fall in this shard."""
