@@ -22,7 +22,7 @@ UV         := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: install install-airflow lock classify demo train tune check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
-	bench-finetune bench-fashion-mnist bench-calibration bench-loop report test test-slow test-all lint format clean
+	bench-finetune bench-fashion-mnist bench-calibration bench-coverage bench-loop report test test-slow test-all lint format clean
 
 install: $(STAMP)
 
@@ -88,6 +88,9 @@ bench-finetune: install  ## fine-tune wall time and accuracy: sample data and a 
 
 bench-calibration: install  ## accepted-label precision, share accepted, unfamiliar images accepted, ECE, AUROC (JSON)
 	$(BIN)/python benchmarks/bench_calibration.py $(ARGS)
+
+bench-coverage: install  ## share accepted at the target precision, its 95% intervals, unfamiliar accepted, train time, targets (JSON)
+	$(BIN)/python benchmarks/bench_coverage.py $(ARGS)
 
 bench-loop: install  ## held-out accuracy bought by 100 reviewed images: review queue vs random (JSON)
 	$(BIN)/python benchmarks/bench_loop.py $(ARGS)
