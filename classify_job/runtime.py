@@ -1,5 +1,5 @@
 """Process set-up that must happen before Keras is imported (the JAX backend, the persistent XLA
-cache, Keras' optional imports), quiet logs, seeds and signals."""
+cache, XLA's CPU kernel choice, Keras' optional imports), quiet logs, seeds and signals."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from classify_job.errors import BackendError
@@ -25,11 +27,13 @@ def force_jax_backend() -> None:
 
     Keras reads KERAS_BACKEND once, at its first import, so this runs from the package's
     ``__init__`` before any module imports keras. It also points JAX at the persistent compilation
-    cache and keeps Keras from importing extras it never needs here; neither imports anything.
+    cache, chooses XLA's CPU convolution kernels and keeps Keras from importing extras it never
+    needs here; none of that imports anything.
     """
     os.environ["KERAS_BACKEND"] = BACKEND
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     use_compilation_cache()
+    use_xla_kernels()
     if not any(isinstance(finder, _UnwantedImports) for finder in sys.meta_path):
         sys.meta_path.insert(0, _UnwantedImports())
     keras = sys.modules.get("keras")
@@ -63,6 +67,70 @@ def use_compilation_cache() -> Path | None:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     return directory
+
+
+# XLA:CPU hands convolutions to YNNPACK by default, whose weight-gradient convolution is 3-5x slower
+# than XLA's own Eigen path; this keeps YNNPACK to matrix products. Measured faster on every CPU tried
+# (Intel Xeon: a CNN train step 0.47x; AMD EPYC Zen 4: 0.6-0.74x), so "auto" uses it everywhere;
+# `make bench-train-step` measures a new machine, docs/training.md has the figures.
+EIGEN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
+# XLA aborts on a flag it does not know: only jaxlib versions where the flag was tried get it.
+JAXLIB_WITH_FLAG = frozenset({"0.10.2"})
+KERNELS_ENV = "CLASSIFY_JOB_CONV_KERNELS"  # auto (default, the measured choice) | eigen | xla-default
+KERNEL_CHOICES = ("auto", "eigen", "xla-default")
+_ADDED_ENV = "CLASSIFY_JOB_XLA_FLAGS_ADDED"  # what this package appended, so children tell it from a user's
+
+
+def use_xla_kernels(environ: MutableMapping[str, str] = os.environ) -> dict[str, object]:
+    """Append XLA's CPU kernel flags to ``XLA_FLAGS`` before JAX starts; returns :func:`xla_settings`.
+
+    A user's own ``XLA_FLAGS`` naming the flag wins, and ``CLASSIFY_JOB_CONV_KERNELS=xla-default``
+    leaves XLA's defaults; ``auto`` and ``eigen`` add the flag where the installed jaxlib knows it.
+    """
+    added = "" if _mentions_flag(environ.get("XLA_FLAGS", "")) else _wanted_flags(environ, jaxlib_version())
+    if added and added != environ.get(_ADDED_ENV):
+        environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {added}".strip()
+        environ[_ADDED_ENV] = added
+    return xla_settings(environ)
+
+
+def xla_settings(environ: Mapping[str, str] = os.environ) -> dict[str, object]:
+    """What XLA runs with in this process, as bundles and run records keep it: ``XLA_FLAGS``, the
+    jaxlib version, the convolution kernels and whether the user's own ``XLA_FLAGS`` chose them."""
+    flags = environ.get("XLA_FLAGS", "")
+    added = environ.get(_ADDED_ENV, "")
+    ours = bool(added) and added in flags
+    user_set = _mentions_flag(flags) and not ours
+    return {
+        "flags": flags,
+        "jaxlib": jaxlib_version(),
+        "user_set": user_set,
+        "conv_kernels": "eigen" if EIGEN_CONVOLUTIONS in flags else ("user" if user_set else "xla-default"),
+        "switch": environ.get(KERNELS_ENV, "auto"),
+    }
+
+
+def jaxlib_version() -> str | None:
+    """The installed jaxlib's version, read from its metadata (importing jax would start XLA)."""
+    try:
+        return version("jaxlib")
+    except PackageNotFoundError:
+        return None
+
+
+def _wanted_flags(environ: Mapping[str, str], jaxlib: str | None) -> str:
+    choice = environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
+    if choice not in KERNEL_CHOICES:  # at import time: a warning, not a traceback on every command
+        message = f"{KERNELS_ENV} must be one of {list(KERNEL_CHOICES)}; using auto. Received: {choice!r}"
+        warnings.warn(message, stacklevel=3)
+    if choice == "xla-default" or jaxlib not in JAXLIB_WITH_FLAG:
+        return ""
+    return EIGEN_CONVOLUTIONS
+
+
+def _mentions_flag(flags: str) -> bool:
+    return _FLAG_NAME in flags
 
 
 class _UnwantedImports(importlib.abc.MetaPathFinder):
