@@ -9,13 +9,16 @@ behind its back, or an index file that lost or changed bytes, is caught without 
 The index is derived: a missing, stale or damaged index file is rebuilt from its part. Loading
 checks each part's footer (:func:`~classify_job.predictions.check_part`, one small read a part):
 an unreadable part is quarantined, so its files are classified again, and a part with no rows is
-deleted. Version 1 kept its files inside ``predictions/``, where Polars refuses them; they are
-discarded on the first load. Rows are removed (superseded, or pruned because their file is gone)
-through the index too: the part is rewritten by rename and re-indexed, or deleted when empty.
+deleted. What the footer says of the part's run (its model, its calibration) is kept with the
+part's index, so nothing later in the run reads the footer again. Version 1 kept its files inside
+``predictions/``, where Polars refuses them; they are discarded on the first load. Rows are removed
+(superseded, or pruned because their file is gone) through the index too: the part is rewritten by
+rename and re-indexed, or deleted when empty.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -24,14 +27,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from classify_job.atomic import atomic_path
 from classify_job.hashing import model_hash, path_hashes, resume_keys
 from classify_job.predictions import (
+    METADATA_KEY,
     PREDICTIONS_DIR,
     UnreadablePart,
     check_part,
@@ -55,10 +61,12 @@ _ROW = np.dtype([("path_hash", np.uint64), ("key", np.uint64)])
 
 @dataclass(frozen=True)
 class PartIndex:
-    """The path hash and resume key of every row of one part, in row order."""
+    """The path hash and resume key of every row of one part, in row order, and what the part's
+    footer says of its run (``None`` where this index was not loaded with the footer)."""
 
     part: Path
     rows: np.ndarray  # structured: path_hash, key
+    footer: dict[str, Any] | None = None
 
     @property
     def path_hash(self) -> np.ndarray:
@@ -86,9 +94,10 @@ def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
-def write_index(part: Path, rows: np.ndarray) -> PartIndex:
+def write_index(part: Path, rows: np.ndarray, footer: dict[str, Any] | None = None) -> PartIndex:
     """Record ``rows`` as the index of ``part`` (replacing any older index file of it), synced:
-    the part is committed first, so a crash in between leaves a part that is simply re-indexed."""
+    the part is committed first, so a crash in between leaves a part that is simply re-indexed.
+    ``footer``, when the caller knows it, is kept with the returned index."""
     directory = out_of(part) / INDEX_DIR
     directory.mkdir(exist_ok=True)
     for stale in directory.glob(f"{part.stem}.*.npy"):
@@ -98,7 +107,7 @@ def write_index(part: Path, rows: np.ndarray) -> PartIndex:
         file.flush()
         os.fsync(file.fileno())
     fsync_dir(directory)
-    return PartIndex(part, rows)
+    return PartIndex(part, rows, footer)
 
 
 def _crc(rows: np.ndarray) -> int:
@@ -134,18 +143,28 @@ def _verified(path: Path, expected_rows: int | None = None) -> np.ndarray | None
 def _load_part(part: Path, index_files: dict[str, list[str]], directory: Path) -> PartIndex | None:
     """The index of one part: its footer checked, its index file verified or rebuilt. None for a
     part without rows, which is deleted; UnreadablePart for one that cannot be read."""
-    footer = check_part(part)
-    if footer.num_rows == 0:
+    metadata = check_part(part)
+    if metadata.num_rows == 0:
         log.info("removing %s: it holds no rows", part.name)
         delete_part(part)
         return None
+    try:
+        footer = footer_of(metadata)  # an upgrade below keeps it: it only adds columns
+    except ValueError as exc:  # a footer that parses as Parquet but not as ours
+        raise UnreadablePart(part, exc) from exc
     prefix = _index_prefix(part)
     for name in index_files.get(part.stem, []):
-        if name.startswith(prefix) and (rows := _verified(directory / name, footer.num_rows)) is not None:
-            return PartIndex(part, rows)
+        if name.startswith(prefix) and (rows := _verified(directory / name, metadata.num_rows)) is not None:
+            return PartIndex(part, rows, footer)
     if upgrade_part(part):
         log.info("upgraded %s to the current schema", part.name)
-    return write_index(part, index_rows(read_part(part, KEY_COLUMNS)))
+    return write_index(part, index_rows(read_part(part, KEY_COLUMNS)), footer)
+
+
+def footer_of(metadata: pq.FileMetaData) -> dict[str, Any]:
+    """What a part's footer says of its run, from the metadata :func:`check_part` read."""
+    raw = (metadata.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
 
 
 @dataclass(frozen=True)
@@ -237,8 +256,8 @@ def remove_rows(index: PartIndex, drop: np.ndarray) -> PartIndex | None:
             stale.unlink(missing_ok=True)
         return None
     table = read_part(index.part)
-    write_part(index.part, table.filter(pa.array(~drop)))
-    return write_index(index.part, index.rows[~drop])
+    write_part(index.part, table.filter(pa.array(~drop)))  # the footer goes with the table
+    return write_index(index.part, index.rows[~drop], index.footer)
 
 
 def drop_superseded_rows(parts: list[PartIndex]) -> tuple[list[PartIndex], int]:
