@@ -15,7 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",  # help is rich markup: a literal "[" is written "\[" (r"a \[train] table")
 )
 
 # Documented in the README ("Exit codes"); schedulers rely on them.
@@ -77,7 +77,7 @@ def guarded(call: Callable[[], T], verbose: bool = False) -> T:
         raise typer.Exit(1) from None
 
 
-def run(call: Callable[[], T], verbose: bool) -> T:
+def invoke(call: Callable[[], T], verbose: bool) -> T:
     """Set up logging, then :func:`guarded`: what every command does first."""
     from classify_job.runtime import setup_logging
 

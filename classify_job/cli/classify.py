@@ -8,22 +8,23 @@ from typing import Annotated
 
 import typer
 
-from classify_job.cli.app import Verbose, app, run
+from classify_job.cli.app import Verbose, app, invoke
+from classify_job.cli.commands import Command, settings_command
 
 
-@app.command()
+@app.command(
+    cls=settings_command("classify_job.classify.config:ClassifyConfig", fields={"ext": "extensions"})
+)
 def classify(
     input_dir: Annotated[Path | None, typer.Argument(help="Directory tree of images to classify.")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle directory.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML job file with a [classify] table.")
+        Path | None, typer.Option("--config", "-c", help=r"TOML job file with a \[classify] table.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per model call. [default: 32]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Decoding threads. [default: 2]")] = None,
-    top_k: Annotated[
-        int | None, typer.Option(help="Classes kept in top_labels/top_probs. [default: 3]")
-    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per model call.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Classes kept in top_labels and top_probs.")] = None,
     shard: Annotated[
         str | None, typer.Option(help="Classify only shard K of N, written K/N (0-based).")
     ] = None,
@@ -38,31 +39,21 @@ def classify(
     max_error_rate: Annotated[
         float | None, typer.Option(help="Exit 6 when more than this fraction of files fail (0-1).")
     ] = None,
-    rows_per_part: Annotated[
-        int | None, typer.Option(help="Rows per Parquet part file. [default: 10000]")
-    ] = None,
-    engine: Annotated[
-        str | None, typer.Option(help="local (this process) or ray (Ray Data). [default: local]")
-    ] = None,
+    rows_per_part: Annotated[int | None, typer.Option(help="Rows per Parquet part file.")] = None,
+    engine: Annotated[str | None, typer.Option(help="local (this process) or ray (Ray Data).")] = None,
     ray_address: Annotated[
-        str | None, typer.Option(help="Ray cluster address; default: start a local one.")
+        str | None, typer.Option(help=r"Ray cluster address. \[default: start a local one]")
     ] = None,
-    ray_actors: Annotated[
-        int | None, typer.Option(help="Model actors for --engine ray. [default: 1]")
-    ] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="Model actors for --engine ray.")] = None,
     runtime: Annotated[
         str | None,
-        typer.Option(help="auto, onnx, openvino or keras: what runs the model. [default: auto]"),
+        typer.Option(help="auto, onnx, openvino or keras: what runs the model."),
     ] = None,
-    runtime_threads: Annotated[
-        int | None, typer.Option(help="Threads the runtime computes with. [default: 2]")
-    ] = None,
+    runtime_threads: Annotated[int | None, typer.Option(help="Threads the runtime computes with.")] = None,
     drift_runs: Annotated[
-        int | None, typer.Option(help="Earlier runs this run's rows are compared with. [default: 7]")
+        int | None, typer.Option(help="Earlier runs this run's rows are compared with.")
     ] = None,
-    drift_min_rows: Annotated[
-        int | None, typer.Option(help="Rows each side needs for a drift flag. [default: 200]")
-    ] = None,
+    drift_min_rows: Annotated[int | None, typer.Option(help="Rows each side needs for a drift flag.")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Classify every image under INPUT_DIR into OUT/predictions (Parquet) and OUT/summary.json.
@@ -87,7 +78,7 @@ def classify(
     # From here to the end a SIGTERM (or a first Ctrl-C) is a stop request, also while settings are
     # read and libraries import before the loop: the run then exits 75 (Interrupted) with one line.
     with stop_on_signals() as stop:
-        run(lambda: _classify(settings(), stop), verbose)
+        invoke(lambda: _classify(settings(), stop), verbose)
 
 
 def _stop_if_asked(stop) -> None:
@@ -128,18 +119,20 @@ def _classify(config, stop) -> None:
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def merge(
     sources: Annotated[list[Path], typer.Argument(help="Output directories of shard runs.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the merged dataset.")],
-    allow_missing_shards: Annotated[bool, typer.Option(help="Merge even if some shards are absent.")] = False,
+    allow_missing_shards: Annotated[
+        bool, typer.Option("--allow-missing-shards", help="Merge even if some shards are absent.")
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Merge shard outputs into OUT: every file once, one model, one summary."""
     from classify_job.classify.merge import merge_outputs
     from classify_job.cli.console import stdout, summary_table
 
-    result = run(lambda: merge_outputs(sources, out, allow_missing_shards), verbose)
+    result = invoke(lambda: merge_outputs(sources, out, allow_missing_shards), verbose)
     stdout.print(summary_table(result.summary))
     stdout.print(
         f"Merged {len(sources)} outputs ({result.parts} parts) into {out}", markup=False, soft_wrap=True

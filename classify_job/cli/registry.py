@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from classify_job.cli.app import Verbose, app, run
+from classify_job.cli.app import Verbose, app, invoke
+from classify_job.cli.commands import settings_command
 
 
-@app.command()
+@app.command(cls=settings_command("classify_job.loop.gate:PromoteConfig"))
 def promote(
     bundle: Annotated[Path | None, typer.Argument(help="Candidate model bundle.")] = None,
     registry: Annotated[
@@ -30,29 +31,29 @@ def promote(
     shadow: Annotated[
         Path | None, typer.Option(help="OUT of an earlier classify run: count the labels that would flip.")
     ] = None,
-    shadow_limit: Annotated[
-        int | None, typer.Option(help="Rows of --shadow sampled. [default: 2000]")
-    ] = None,
+    shadow_limit: Annotated[int | None, typer.Option(help="Rows of --shadow sampled.")] = None,
     margin_accuracy: Annotated[
-        float | None, typer.Option(help="Accuracy the candidate may lose (lower bound). [default: 0.01]")
+        float | None, typer.Option(help="Accuracy the candidate may lose (lower bound).")
     ] = None,
     margin_macro_f1: Annotated[
-        float | None, typer.Option(help="Macro F1 the candidate may lose (lower bound). [default: 0.01]")
+        float | None, typer.Option(help="Macro F1 the candidate may lose (lower bound).")
     ] = None,
-    resamples: Annotated[int | None, typer.Option(help="Bootstrap resamples. [default: 2000]")] = None,
+    resamples: Annotated[int | None, typer.Option(help="Bootstrap resamples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the bootstrap and the shadow sample.")] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML job file with a [promote] table.")
+        Path | None, typer.Option("--config", "-c", help=r"TOML job file with a \[promote] table.")
     ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Make BUNDLE the registry's current model if, on the frozen holdout, it is not worse than the
-    current one: the 95% lower bound of its paired-bootstrap difference in accuracy and in macro F1
-    must be at least -0.01. Every verdict is recorded in registry.json; a refusal exits 7 and leaves
-    REGISTRY/current unchanged."""
+    """Make BUNDLE the registry's current model if it is not worse than the current one.
+
+    On the frozen holdout, the 95% lower bound of its paired-bootstrap difference in accuracy and
+    in macro F1 must be at least -0.01. Every verdict is recorded in registry.json; a refusal exits
+    7 and leaves REGISTRY/current unchanged.
+    """
     from classify_job.loop.gate import PromoteConfig
 
-    run(
+    invoke(
         lambda: _promote(
             PromoteConfig.resolve(
                 config, bundle=bundle, registry=registry, holdout=holdout,

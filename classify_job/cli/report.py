@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from classify_job.cli.app import Verbose, app, run
+from classify_job.cli.app import Verbose, app, invoke
+from classify_job.cli.commands import Command, settings_command
 from classify_job.decisions.rule import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 
 Threshold = Annotated[float, typer.Option(help="Review images under this confidence.")]
@@ -16,7 +17,7 @@ Margin = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=Command)
 def report(
     out: Annotated[Path, typer.Argument(help="Output directory of a classify run.")],
     threshold: Threshold = DEFAULT_THRESHOLD,
@@ -28,12 +29,12 @@ def report(
     from classify_job.report.html import write_reports
     from classify_job.report.summary import render_markdown
 
-    summary, page = run(lambda: write_reports(out, threshold=threshold, margin=margin), verbose)
+    summary, page = invoke(lambda: write_reports(out, threshold=threshold, margin=margin), verbose)
     stdout.print(render_markdown(summary), highlight=False, markup=False)
     stdout.print(f"Report: {page}", markup=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=settings_command("classify_job.report.tagging:TagJob"))
 def tag(
     out: Annotated[Path | None, typer.Argument(help="Output directory of a classify run.")] = None,
     catalog: Annotated[Path | None, typer.Option(help="Catalog to tag: a .csv or .parquet file.")] = None,
@@ -43,22 +44,17 @@ def tag(
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(
-            help=f"Rows without a stored decision: review below this. [default: {DEFAULT_THRESHOLD}]"
-        ),
+        typer.Option(help="Rows without a stored decision: review below this."),
     ] = None,
     margin: Annotated[
         float | None,
-        typer.Option(
-            help="Rows without a stored decision: review when the top two are closer."
-            f" [default: {DEFAULT_MARGIN}]"
-        ),
+        typer.Option(help="Rows without a stored decision: review when the top two are closer."),
     ] = None,
     dest: Annotated[
-        Path | None, typer.Option(help="Directory for the tagged catalog. [default: OUT]")
+        Path | None, typer.Option(help=r"Directory for the tagged catalog. \[default: OUT]")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML job file with a [tag] table.")
+        Path | None, typer.Option("--config", "-c", help=r"TOML job file with a \[tag] table.")
     ] = None,
     verbose: Verbose = False,
 ) -> None:
@@ -75,6 +71,6 @@ def tag(
             job.out, job.catalog, job.key_column, job.key_from, job.dest, job.threshold, job.margin
         )
 
-    result = run(tagged, verbose)
+    result = invoke(tagged, verbose)
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.counts.items())
     stdout.print(f"Tagged: {result.tagged}\nReview: {result.review}\n{counts}", markup=False, soft_wrap=True)

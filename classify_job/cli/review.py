@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from classify_job.cli.app import Verbose, app, run
+from classify_job.cli.app import Verbose, app, invoke
+from classify_job.cli.commands import Command
 
 review_app = typer.Typer(
     help="Send the review queue to people and take their corrections back.", no_args_is_help=True
@@ -20,12 +21,12 @@ _SHOWN_PROBLEMS = 20
 log = logging.getLogger(__name__)
 
 
-@review_app.command("export")
+@review_app.command("export", cls=Command)
 def export(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="Output directory of a classify run.")],
     to: Annotated[Path, typer.Option("--to", metavar="DIR", help="New folder to write the review tree to.")],
     limit: Annotated[
-        int | None, typer.Option(help="At most N items to review (the least confident). [default: all]")
+        int | None, typer.Option(help=r"At most N items to review (the least confident). \[default: all]")
     ] = None,
     audit: Annotated[int, typer.Option(help="Also N accepted rows, drawn at random, as spot checks.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the audit draw.")] = 0,
@@ -39,7 +40,7 @@ def export(
     from classify_job.cli.console import stdout
     from classify_job.loop.review_export import export_review
 
-    result = run(lambda: export_review(out, to, limit, audit, seed, link=not copy), verbose)
+    result = invoke(lambda: export_review(out, to, limit, audit, seed, link=not copy), verbose)
     stdout.print(_export_table(result))
     stdout.print(
         f"{result.review} of {result.queue_total} rows needing review, and {result.audit} accepted for "
@@ -52,7 +53,7 @@ def export(
     _problems([f"{relpath}: {reason}; not exported" for relpath, reason in result.skipped])
 
 
-@review_app.command("import")
+@review_app.command("import", cls=Command)
 def import_(
     review_dir: Annotated[
         Path, typer.Argument(metavar="DIR", help="Review folder written by `review export`.")
@@ -73,14 +74,16 @@ def import_(
     ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Add each reviewed image to DATA/<class>/<sha256[:16]>.<ext> (by content: twice adds
-    nothing, an image under another class is moved); rejected items are only logged. Symbolic
+    """Add each reviewed image to DATA/<class>/<sha256[:16]>.<ext>; rejected items are only logged.
+
+    By content: importing twice adds nothing, and an image under another class is moved. Symbolic
     links (but those `review export --link` wrote) and files whose bytes are not the manifest's
-    are refused: counted, named, never copied."""
+    are refused: counted, named, never copied.
+    """
     from classify_job.cli.console import stdout
     from classify_job.loop.review_import import import_review
 
-    result = run(lambda: import_review(review_dir, into, allow_new_classes, label_studio), verbose)
+    result = invoke(lambda: import_review(review_dir, into, allow_new_classes, label_studio), verbose)
     stdout.print(_balance_table(result))
     shown = ("added", "relabelled", "unchanged", "confirmed", "corrected", "rejected", "left out", "refused")
     stdout.print(", ".join(f"{name} {result.counts[name]}" for name in shown), markup=False)

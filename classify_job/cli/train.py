@@ -8,27 +8,42 @@ from typing import Annotated
 
 import typer
 
-from classify_job.cli.app import Verbose, app, run
+from classify_job.cli.app import Verbose, app, invoke
+from classify_job.cli.commands import Command, settings_command
 from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION as TARGET
 
+TRAIN_CONFIG = "classify_job.train.config:TrainConfig"
 
-@app.command()
+
+def image_sizes() -> str:
+    """The input size each architecture trains at when --image-size is not given."""
+    from classify_job.train.architectures import ARCHITECTURES
+
+    return ", ".join(f"{a.image_size[0]} for {name}" for name, a in ARCHITECTURES.items())
+
+
+def tune_image_size() -> str:
+    """The input size tune trains at when --image-size is not given (tune fine-tunes efficientnet_lite0)."""
+    from classify_job.train.architectures import ARCHITECTURES
+
+    return str(ARCHITECTURES["efficientnet_lite0"].image_size[0])
+
+
+@app.command(cls=settings_command(TRAIN_CONFIG, image_size=image_sizes))
 def train(
     data: Annotated[Path | None, typer.Argument(help="Folder dataset: one subfolder per class.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Bundle directory, e.g. models/NAME.")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML job file with a [train] table.")
+        Path | None, typer.Option("--config", "-c", help=r"TOML job file with a \[train] table.")
     ] = None,
-    arch: Annotated[str | None, typer.Option(help="cnn or efficientnet_lite0. [default: cnn]")] = None,
+    arch: Annotated[str | None, typer.Option(help="cnn or efficientnet_lite0.")] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per training step.")] = None,
-    image_size: Annotated[
-        int | None, typer.Option(help="Square input size. [default: 64 for cnn, 224 for efficientnet_lite0]")
-    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size.")] = None,
     color_mode: Annotated[str | None, typer.Option(help="rgb or grayscale.")] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed for splits, initialisation and augmentation.")
@@ -44,7 +59,7 @@ def train(
     ] = None,
     target_precision: Annotated[
         float | None,
-        typer.Option(help=f"Precision auto-accepted labels must reach, per class. [default: {TARGET}]"),
+        typer.Option(help="Precision auto-accepted labels must reach, per class."),
     ] = None,
     augmented_views: Annotated[
         int | None, typer.Option(help="efficientnet_lite0: augmented copies per training image to cache.")
@@ -55,7 +70,7 @@ def train(
     from classify_job.train.config import TrainConfig
 
     arch_flags = {"fine_tune_blocks": fine_tune_blocks, "augmented_views": augmented_views}
-    run(
+    invoke(
         lambda: _train(
             TrainConfig.resolve(
                 config, data_dir=data, out_dir=out, arch=arch, epochs=epochs, batch_size=batch_size,
@@ -90,16 +105,16 @@ def _train(config) -> None:
         )
 
 
-@app.command()
+@app.command(cls=settings_command("classify_job.train.evaluate:EvaluateJob"))
 def evaluate(
     bundle: Annotated[Path | None, typer.Argument(help="Model bundle directory.")] = None,
     data: Annotated[Path | None, typer.Argument(help="Labelled folder dataset (class subfolders).")] = None,
-    split: Annotated[str | None, typer.Option(help="auto, all, train, val or test. [default: auto]")] = None,
+    split: Annotated[str | None, typer.Option(help="auto, all, train, val or test.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write metrics, CSVs and plots here.")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML job file with an [evaluate] table.")
+        Path | None, typer.Option("--config", "-c", help=r"TOML job file with an \[evaluate] table.")
     ] = None,
     verbose: Verbose = False,
 ) -> None:
@@ -112,7 +127,7 @@ def evaluate(
         job = EvaluateJob.resolve(config, bundle=bundle, data=data, split=split, out=out)
         return job, run_evaluation(job.bundle, job.data, job.out, job.split)
 
-    job, report = run(evaluated, verbose)
+    job, report = invoke(evaluated, verbose)
     stdout.print(evaluation_table(report))
     for c in report.top_confusions[:5]:
         stdout.print(f"  {c.true} -> {c.predicted}: {c.count} ({c.rate:.1%})", markup=False)
@@ -120,7 +135,7 @@ def evaluate(
         stdout.print(f"Report files: {job.out}", markup=False, soft_wrap=True)
 
 
-@app.command("check-data")
+@app.command("check-data", cls=Command)
 def check_data(
     data: Annotated[Path, typer.Argument(help="Folder dataset to inspect.")],
     strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when any problem is found.")] = False,
@@ -140,8 +155,8 @@ def check_data(
     if out is not None:  # before reading every file: a folder that cannot be made fails at once
         from classify_job.train.dataplots import prepare_output_dir
 
-        run(lambda: prepare_output_dir(out, data), verbose)
-    report = run(lambda: inspect_dataset(data), verbose)
+        invoke(lambda: prepare_output_dir(out, data), verbose)
+    report = invoke(lambda: inspect_dataset(data), verbose)
     stdout.print(data_report_table(report))
     for line in data_report_facts(report):
         stdout.print(line, markup=False, soft_wrap=True)
@@ -161,7 +176,7 @@ def _write_data_files(report, out: Path, seed: int, verbose: bool) -> None:
     from classify_job.cli.console import stdout
     from classify_job.train.dataplots import write_data_files
 
-    written = run(lambda: write_data_files(report, out, seed), verbose)
+    written = invoke(lambda: write_data_files(report, out, seed), verbose)
     stdout.print(
         f"Data files in {out}: {written.samples.name}, {written.class_balance.name}, "
         f"{written.near_duplicates.name} ({written.duplicate_pairs} pairs), "
@@ -170,11 +185,11 @@ def _write_data_files(report, out: Path, seed: int, verbose: bool) -> None:
     )  # fmt: skip
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
     data: Annotated[
-        Path | None, typer.Option(help="Images to verify on. [default: the bundle's own test split]")
+        Path | None, typer.Option(help=r"Images to verify on. \[default: the bundle's own test split]")
     ] = None,
     verbose: Verbose = False,
 ) -> None:
@@ -185,7 +200,7 @@ def export(
     from classify_job.cli.console import stdout
     from classify_job.train.export import export_bundle
 
-    result = run(lambda: export_bundle(bundle, data), verbose)
+    result = invoke(lambda: export_bundle(bundle, data), verbose)
     for entry in result.spec.exports:
         check = entry["verified"]
         stdout.print(
@@ -196,7 +211,7 @@ def export(
         )
 
 
-@app.command()
+@app.command(cls=Command)
 def calibrate(
     bundle: Annotated[Path, typer.Argument(help="Model bundle directory.")],
     data: Annotated[Path, typer.Argument(help="Labelled folder dataset (class subfolders).")],
@@ -214,33 +229,35 @@ def calibrate(
     from classify_job.cli.console import decision_table, stdout
     from classify_job.decisions.fitting import recalibrate_bundle
 
-    spec = run(lambda: recalibrate_bundle(bundle, data, out, target_precision), verbose)
+    spec = invoke(lambda: recalibrate_bundle(bundle, data, out, target_precision), verbose)
     stdout.print(decision_table(spec))
     stdout.print(
         f"Recalibrated bundle: {out} ({spec.calibration['calibration_id']})", markup=False, soft_wrap=True
     )
 
 
-@app.command()
+@app.command(
+    cls=settings_command("classify_job.train.tune:TuneConfig", TRAIN_CONFIG, image_size=tune_image_size)
+)
 def tune(
     data: Annotated[Path | None, typer.Argument(help="Folder dataset: one subfolder per class.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Bundle directory for the best model.")
     ] = None,
-    trials: Annotated[int | None, typer.Option(help="Most trials to run. [default: 20]")] = None,
+    trials: Annotated[int | None, typer.Option(help="Most trials to run.")] = None,
     budget_minutes: Annotated[
-        float | None, typer.Option(help="Time for the search, feature extraction included. [default: 30]")
+        float | None, typer.Option(help="Time for the search, feature extraction included.")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="TOML job file with [train] and [tune] tables.")
+        Path | None, typer.Option("--config", "-c", help=r"TOML job file with \[train] and \[tune] tables.")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs of each trial's head.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Square input size. [default: 224]")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for splits, search and training.")] = None,
     val_split: Annotated[float | None, typer.Option(help="Fraction held out to score trials.")] = None,
     test_split: Annotated[float | None, typer.Option(help="Fraction held out for the final test.")] = None,
     target_precision: Annotated[
-        float | None, typer.Option(help=f"Precision auto-accepted labels must reach. [default: {TARGET}]")
+        float | None, typer.Option(help="Precision auto-accepted labels must reach.")
     ] = None,
     overwrite: Annotated[
         bool | None, typer.Option("--overwrite", help="Replace an existing bundle in --out.")
@@ -264,7 +281,7 @@ def tune(
         )  # fmt: skip
         return TuneConfig.resolve(config, base, trials=trials, budget_minutes=budget_minutes)
 
-    run(lambda: _tune(resolved()), verbose)
+    invoke(lambda: _tune(resolved()), verbose)
 
 
 def _tune(config) -> None:
