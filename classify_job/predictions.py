@@ -49,11 +49,24 @@ def prob_column(label: str) -> str:
 
 # 1: the first release. 2: relpath_bytes. 3: calibrated confidences and a decision per row
 # (raw_confidence, raw_probs, unfamiliar_score, decision, review_reason, calibration_id).
-SCHEMA_VERSION = 3
+# 4: attribute-level decisions (attr_<name>, attr_<name>_confidence, attr_<name>_decision), nullable,
+# present when the bundle decides attributes.
+SCHEMA_VERSION = 4
+ATTR_PREFIX, ATTR_DECISION = "attr_", "_decision"
 
 
-def predictions_schema(labels: Sequence[str]) -> pa.Schema:
-    """The output contract: fixed columns plus one ``prob_<label>`` column per class."""
+def attribute_fields(name: str) -> list[pa.Field]:
+    """One attribute's columns: its value, that value's probability, accept or review."""
+    return [
+        pa.field(f"{ATTR_PREFIX}{name}", pa.string()),
+        pa.field(f"{ATTR_PREFIX}{name}_confidence", pa.float32()),
+        pa.field(f"{ATTR_PREFIX}{name}{ATTR_DECISION}", pa.string()),
+    ]
+
+
+def predictions_schema(labels: Sequence[str], attributes: Sequence[str] = ()) -> pa.Schema:
+    """The output contract: fixed columns plus one ``prob_<label>`` column per class and three
+    ``attr_<name>*`` columns per attribute the bundle decides."""
     fields = [
         pa.field("path", pa.string(), nullable=False),
         pa.field("relpath", pa.string(), nullable=False),
@@ -71,6 +84,7 @@ def predictions_schema(labels: Sequence[str]) -> pa.Schema:
         pa.field("decision", pa.string()),  # accept or review; null on error rows
         pa.field("review_reason", pa.string()),  # null when accepted
         pa.field("calibration_id", pa.string()),  # null: the bundle had no calibration
+        *(f for name in attributes for f in attribute_fields(name)),
         pa.field("bytes", pa.int64(), nullable=False),
         pa.field("mtime", TIMESTAMP, nullable=False),
         pa.field("width", pa.int32()),
@@ -88,6 +102,20 @@ FIXED_FIELDS = {f.name: f for f in predictions_schema(())}
 def labels_of(schema: pa.Schema) -> list[str]:
     """The labels whose ``prob_<label>`` columns a part has, in column order."""
     return [name.removeprefix(PROB_PREFIX) for name in schema.names if name.startswith(PROB_PREFIX)]
+
+
+def attributes_of(schema: pa.Schema | Sequence[str]) -> list[str]:
+    """The attributes whose ``attr_<name>*`` columns a part (or a list of column names) has."""
+    return [
+        name.removeprefix(ATTR_PREFIX).removesuffix(ATTR_DECISION)
+        for name in (schema.names if isinstance(schema, pa.Schema) else map(str, schema))
+        if name.startswith(ATTR_PREFIX) and name.endswith(ATTR_DECISION)
+    ]
+
+
+def attribute_column_names(schema: pa.Schema) -> list[str]:
+    """Every ``attr_*`` column of a part."""
+    return [f.name for name in attributes_of(schema) for f in attribute_fields(name)]
 
 
 def list_parts(out: Path) -> list[Path]:
@@ -135,7 +163,7 @@ def upgrade_part(part: Path) -> bool:
     if schema_version(file.schema_arrow) >= SCHEMA_VERSION:
         return False
     table = read_part(part)
-    target = predictions_schema(labels_of(table.schema))
+    target = predictions_schema(labels_of(table.schema), attributes_of(table.schema))
     columns = [
         table.column(f.name) if f.name in table.schema.names else pa.nulls(len(table), f.type) for f in target
     ]
@@ -264,15 +292,22 @@ def quarantined_parts(out: Path) -> int:
 
 
 def iter_batches(
-    out: Path, columns: Sequence[str], probs: bool = False, parts: Sequence[Path] | None = None
+    out: Path,
+    columns: Sequence[str],
+    probs: bool = False,
+    parts: Sequence[Path] | None = None,
+    attributes: bool = False,
 ) -> Iterator[tuple[Path, pa.RecordBatch]]:
-    """Stream ``columns`` (plus each part's own ``prob_<label>`` columns with ``probs``) of every
-    committed part, or of ``parts``, batch by batch: memory stays flat however large OUT is."""
+    """Stream ``columns`` (plus each part's own ``prob_<label>`` columns with ``probs``, and its
+    ``attr_*`` columns with ``attributes``) of every committed part, or of ``parts``, batch by
+    batch: memory stays flat however large OUT is."""
     for part in list_parts(out) if parts is None else parts:
-        yield from _part_batches(part, columns, probs)
+        yield from _part_batches(part, columns, probs, attributes)
 
 
-def _part_batches(part: Path, columns: Sequence[str], probs: bool) -> Iterator[tuple[Path, pa.RecordBatch]]:
+def _part_batches(
+    part: Path, columns: Sequence[str], probs: bool, attributes: bool = False
+) -> Iterator[tuple[Path, pa.RecordBatch]]:
     try:
         file = pq.ParquetFile(part)
         present = set(file.schema_arrow.names)
@@ -280,6 +315,8 @@ def _part_batches(part: Path, columns: Sequence[str], probs: bool) -> Iterator[t
         names = [name for name in columns if name in present]
         if probs:
             names += [f"{PROB_PREFIX}{label}" for label in labels_of(file.schema_arrow)]
+        if attributes:
+            names += attribute_column_names(file.schema_arrow)
         for batch in file.iter_batches(columns=names, batch_size=READ_BATCH_ROWS):
             for name in missing:  # a column added after this part was written
                 batch = batch.append_column(

@@ -39,6 +39,7 @@ from classify_job.classify.redecide import redecide
 from classify_job.classify.rows import RowContext, predictions_table
 from classify_job.classify.scan import TreeScan
 from classify_job.classify.sink import BackgroundWriter, PartWriter, remove_stale_temp_files
+from classify_job.decisions.attributes import attribute_names
 from classify_job.decisions.rule import DecisionRule
 from classify_job.errors import ErrorRateExceeded, Interrupted, OutputError
 from classify_job.loop.drift import record_drift, run_histograms
@@ -364,7 +365,12 @@ def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: st
         "calibration_id": (spec.calibration or {}).get("calibration_id"),
     }
     return PartWriter(
-        out, predictions_schema(spec.labels), run_id, record, config.rows_per_part, config.commit_every_s
+        out,
+        predictions_schema(spec.labels, attribute_names(spec)),
+        run_id,
+        record,
+        config.rows_per_part,
+        config.commit_every_s,
     )
 
 

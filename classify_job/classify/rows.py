@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job.classify.decode import DecodedBatch
-from classify_job.decisions.rule import Decided, DecisionRule
+from classify_job.decisions.attributes import attribute_columns
+from classify_job.decisions.rule import AttributeDecided, Decided, DecisionRule
 from classify_job.predictions import TIMESTAMP, prob_column
 from classify_job.walk import display_path
 
@@ -90,13 +91,26 @@ def prediction_columns(
 
 
 def decision_columns(decided: Decided, ok: np.ndarray, rule: DecisionRule) -> dict[str, pa.Array]:
-    """The stored decision: unfamiliar score, accept/review, the reasons, the calibration used."""
+    """The stored decision: unfamiliar score, accept/review, the reasons, the calibration used,
+    and per attribute its value, confidence and decision."""
     score = decided.unfamiliar_score
     return {
         "unfamiliar_score": pa.array(np.nan_to_num(score), pa.float32(), mask=~ok | np.isnan(score)),
         "decision": pa.array(decided.decision.tolist(), pa.string()),
         "review_reason": pa.array([reason or None for reason in decided.reason], pa.string()),
         "calibration_id": pa.array([rule.calibration_id] * len(ok), pa.string(), mask=~ok),
+        **{
+            k: v for name, a in decided.attributes.items() for k, v in _attribute_columns(name, a, ok).items()
+        },
+    }
+
+
+def _attribute_columns(name: str, decided: AttributeDecided, ok: np.ndarray) -> dict[str, pa.Array]:
+    value, confidence, decision = attribute_columns(name)
+    return {
+        value: pa.array(decided.value.tolist(), pa.string()),
+        confidence: pa.array(np.nan_to_num(decided.confidence), pa.float32(), mask=~ok),
+        decision: pa.array(decided.decision.tolist(), pa.string()),
     }
 
 

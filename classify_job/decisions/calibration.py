@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classify_job.decisions.attributes import Attribute
 from classify_job.decisions.rule import UnfamiliarScore
 from classify_job.errors import InputError
 
@@ -238,6 +239,27 @@ def _share_of(pooled: dict, confidence: np.ndarray, right: np.ndarray) -> dict:
         "lower_bound": round(float(lower_bound(correct, accepted)), 4),
         "share_accepted": round(accepted / len(confidence), 4) if len(confidence) else 0.0,
     }
+
+
+def attribute_thresholds(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    attributes: tuple[Attribute, ...],
+    target: float,
+) -> dict[str, dict]:
+    """Per attribute, its definition and one threshold on its marginal probability (calibrated
+    ``probs`` summed per value) from :func:`fixed_sequence` on all its held-out predictions: the
+    accepted values of an attribute together meet ``target``."""
+    found = {}
+    for attribute in attributes:
+        marginal = attribute.marginals(probs)
+        right = marginal.argmax(axis=1) == attribute.label_values(labels)
+        found[attribute.name] = {
+            **attribute.to_json(names),
+            **fixed_sequence(marginal.max(axis=1), right, target),
+        }
+    return found
 
 
 def fit_unfamiliar(features: np.ndarray, labels: np.ndarray, classes: int) -> UnfamiliarScore:

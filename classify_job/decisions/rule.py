@@ -7,23 +7,27 @@ A bundle trained by this version carries three things (fitted by ``classify_job.
 - ``accept_thresholds``: per class, the lowest calibrated confidence at which accepted labels met
   the target precision on held-out predictions (None: too little evidence, never auto-accepted);
 - ``unfamiliar``: a score of how unlike the training images an image's penultimate features are,
-  and the cut-off above which it is "none of these".
+  and the cut-off above which it is "none of these";
+- ``calibration.attributes`` (trained with ``--attributes``): per attribute, the value each class
+  carries and a threshold on the attribute's marginal probability.
 
 A label is accepted when its confidence reaches its class's threshold and the image is not
-unfamiliar. Bundles without calibration keep the first release's rule: review when confidence is
-under 0.6 or the top two probabilities are less than 0.15 apart. The decision is made once, at
-classify time, and stored with the row; reports and tagging read it.
+unfamiliar; an attribute's value likewise, against the attribute's own threshold. Bundles without
+calibration keep the first release's rule: review when confidence is under 0.6 or the top two
+probabilities are less than 0.15 apart. The decision is made once, at classify time, and stored
+with the row; reports and tagging read it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from classify_job.bundle import bundle_file
+from classify_job.decisions.attributes import Attribute, attributes_from_json
 from classify_job.errors import BundleError, InputError
 
 ACCEPT, REVIEW = "accept", "review"
@@ -121,14 +125,25 @@ class UnfamiliarScore:
 
 
 @dataclass(frozen=True)
+class AttributeDecided:
+    """Per row, one attribute: its most probable value, that value's marginal probability and the
+    decision (all None on rows without a prediction)."""
+
+    value: np.ndarray
+    confidence: np.ndarray
+    decision: np.ndarray
+
+
+@dataclass(frozen=True)
 class Decided:
     """Per row: calibrated probabilities, the unfamiliar score (NaN without one), the decision
-    and the reasons for review (``""`` when accepted)."""
+    and the reasons for review (``""`` when accepted); and each attribute's decision by name."""
 
     probs: np.ndarray
     unfamiliar_score: np.ndarray
     decision: np.ndarray
     reason: np.ndarray
+    attributes: dict[str, AttributeDecided] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,8 @@ class DecisionRule:
     thresholds: tuple[float | None, ...] = ()
     score: UnfamiliarScore | None = None
     cutoff: float | None = None
+    attributes: tuple[Attribute, ...] = ()
+    attribute_thresholds: tuple[float | None, ...] = ()
 
     @classmethod
     def from_bundle(cls, bundle_dir: Path, spec: Any) -> DecisionRule:
@@ -150,7 +167,7 @@ class DecisionRule:
             return cls(spec.labels)
         thresholds = spec.accept_thresholds or {}
         unfamiliar = spec.unfamiliar or {}
-        score = None
+        score, recorded = None, calibration.get("attributes") or {}
         if unfamiliar.get("file") is not None:
             path = bundle_file(bundle_dir, unfamiliar["file"], unfamiliar.get("sha256"))
             score = UnfamiliarScore.load(path)
@@ -161,6 +178,8 @@ class DecisionRule:
             thresholds=tuple(thresholds.get(label, {}).get("threshold") for label in spec.labels),
             score=score,
             cutoff=unfamiliar.get("cutoff"),
+            attributes=attributes_from_json(recorded, spec.labels),
+            attribute_thresholds=tuple(a.get("threshold") for a in recorded.values()),
         )
 
     @property
@@ -188,7 +207,25 @@ class DecisionRule:
         reason = join_reasons(flags)
         decision = np.where(reason == "", ACCEPT, REVIEW).astype(object)
         decision[bad], reason[bad] = None, None
-        return Decided(probs, score, decision, reason)
+        return Decided(probs, score, decision, reason, self._attributes(probs, bad, flags.get(UNFAMILIAR)))
+
+    def _attributes(
+        self, probs: np.ndarray, bad: np.ndarray, unfamiliar: np.ndarray | None
+    ) -> dict[str, AttributeDecided]:
+        """Each attribute: accepted when its value's marginal reaches the attribute's threshold and
+        the image is not unfamiliar."""
+        decided = {}
+        for attribute, threshold in zip(self.attributes, self.attribute_thresholds, strict=True):
+            marginal = attribute.marginals(np.nan_to_num(probs))
+            confidence = marginal.max(axis=1)
+            accept = confidence >= (np.inf if threshold is None else threshold)
+            if unfamiliar is not None:
+                accept &= ~unfamiliar
+            value = np.asarray(attribute.values, dtype=object)[marginal.argmax(axis=1)]
+            decision = np.where(accept, ACCEPT, REVIEW).astype(object)
+            value[bad], decision[bad] = None, None
+            decided[attribute.name] = AttributeDecided(value, np.where(bad, np.nan, confidence), decision)
+        return decided
 
     def _flags(self, probs: np.ndarray, confidence: np.ndarray, score: np.ndarray) -> dict[str, np.ndarray]:
         if self.calibration_id is None:

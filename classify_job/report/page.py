@@ -269,6 +269,8 @@ def _decisions_section(summary: dict[str, Any], model: dict[str, Any]) -> str:
         parts.append(
             _table(("review reason", "images"), ([_td(r), _td(f"{n:,}", True)] for r, n in reasons.items()))
         )
+    if summary.get("attributes"):
+        parts.append(_attribute_coverage(summary["attributes"]))
     spec = model.get("spec")
     if spec is not None and spec.accept_thresholds:
         parts.append(_promises(spec))
@@ -276,6 +278,19 @@ def _decisions_section(summary: dict[str, Any], model: dict[str, Any]) -> str:
         src = f"data:image/png;base64,{model['calibration_png']}"
         parts.append(f'<img class="confusion" src="{src}" alt="reliability diagram">')
     return "".join(parts)
+
+
+def _attribute_coverage(attributes: dict[str, dict[str, Any]]) -> str:
+    """Per attribute (bundles trained with --attributes): the share of images whose value was accepted."""
+    rows = []
+    for name, a in attributes.items():
+        share = a.get("share_accepted")
+        bar = _bar_cell(share or 0.0)
+        text = "n/a" if share is None else f"{share:.1%}"
+        rows.append(
+            [_td(name), _td(f"{a['accept']:,}", True), _td(f"{a['review']:,}", True), _td(text, True), bar]
+        )
+    return _table(("attribute", "accepted", "to review", "share accepted", ""), rows, "bars")
 
 
 def _promises(spec: Any) -> str:

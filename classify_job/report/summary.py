@@ -14,9 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job import atomic
+from classify_job.decisions.attributes import attribute_columns
 from classify_job.decisions.rule import ACCEPT, DECISION_COLUMNS, REVIEW, stored_decisions
 from classify_job.loop.drift import describe, latest_drift
 from classify_job.predictions import (
+    attributes_of,
     iter_batches,
     quarantined_parts,
     read_part_metadata,
@@ -39,7 +41,7 @@ def build_summary(out: Path, record: dict[str, Any] | None = None) -> dict[str, 
     """
     parts = require_predictions(out)
     totals = _Totals()
-    for _, batch in iter_batches(out, _COLUMNS, probs=True, parts=parts):
+    for _, batch in iter_batches(out, _COLUMNS, probs=True, parts=parts, attributes=True):
         totals.add(batch)
     summary = _summary_dict(totals, read_part_metadata(parts[-1]))
     return with_run_record(out, summary, latest_run(out) if record is None else record, latest_drift(out))
@@ -100,6 +102,7 @@ class _Totals:
         self.models: Counter[str] = Counter()
         self.decisions: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.attributes: dict[str, Counter[str]] = {}
         self.last_classified: dict[str, int] = {}
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -114,6 +117,9 @@ class _Totals:
         decision, reason = stored_decisions(batch)
         self.decisions.update(d for d in decision if d is not None)
         self.reasons.update(part for r in reason if r for part in r.split("; "))
+        for name in attributes_of(batch.schema):
+            column = batch.column(attribute_columns(name)[2])
+            self.attributes.setdefault(name, Counter()).update(value_counts(column))
         times = pc.cast(batch.column("classified_at"), pa.int64())
         for run in set(batch.column("run_id").to_pylist()):
             in_run = pc.filter(times, pc.equal(batch.column("run_id"), run))
@@ -135,6 +141,7 @@ def _summary_dict(totals: _Totals, latest: dict[str, Any]) -> dict[str, Any]:
         "error_reasons": dict(totals.errors.most_common(10)),
         "decisions": {d: totals.decisions.get(d, 0) for d in (ACCEPT, REVIEW)},
         "review_reasons": dict(totals.reasons.most_common()),
+        "attributes": {name: _coverage(counts) for name, counts in sorted(totals.attributes.items())},
         "images_per_second": round(run_rows / elapsed, 2) if elapsed else 0.0,
         "elapsed_s": round(elapsed, 3),
         "model_id": latest.get("model_id"),
@@ -147,6 +154,13 @@ def _summary_dict(totals: _Totals, latest: dict[str, Any]) -> dict[str, Any]:
         "run_started_at": _iso(latest.get("run_started_at")),
         "generated_at": _iso(datetime.now(UTC).timestamp()),
     }
+
+
+def _coverage(counts: Counter[str]) -> dict[str, Any]:
+    """An attribute's decisions: how many accepted, how many to review, the share accepted."""
+    accepted, review = counts.get(ACCEPT, 0), counts.get(REVIEW, 0)
+    share = round(accepted / (accepted + review), 4) if accepted + review else None
+    return {ACCEPT: accepted, REVIEW: review, "share_accepted": share}
 
 
 def _run_elapsed(latest: dict[str, Any], last_row_us: int | None) -> float:
@@ -184,10 +198,21 @@ def render_markdown(summary: dict[str, Any]) -> str:
             f"- decisions: {decisions.get(ACCEPT, 0)} accepted, {decisions.get(REVIEW, 0)} to review",
         ]
         lines += [f"  - {reason}: {n}" for reason, n in (summary.get("review_reasons") or {}).items()]
+    attributes = summary.get("attributes") or {}
+    if attributes:
+        lines += ["", "| attribute | accepted | to review | share accepted |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            f"| {name} | {a[ACCEPT]} | {a[REVIEW]} | {_share(a['share_accepted'])} |"
+            for name, a in attributes.items()
+        ]
     if summary["error_reasons"]:
         lines += ["", "| error | files |", "| --- | ---: |"]
         lines += [f"| {reason} | {n} |" for reason, n in summary["error_reasons"].items()]
     return "\n".join(lines + _drift_lines(summary) + _tree_lines(summary)) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _drift_lines(summary: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from classify_job import atomic
+from classify_job.decisions.attributes import attribute_columns
 from classify_job.decisions.rule import (
     ACCEPT,
     DECISION_COLUMNS,
@@ -26,7 +27,7 @@ from classify_job.decisions.rule import (
     stored_decisions,
 )
 from classify_job.errors import InputError
-from classify_job.predictions import iter_batches, require_predictions
+from classify_job.predictions import attribute_column_names, attributes_of, iter_batches, require_predictions
 
 CATALOG_FORMATS = (".csv", ".parquet")
 REVIEW_CSV = "review.csv"
@@ -129,6 +130,7 @@ def tag_catalog(
     pattern = compile_key_pattern(key_from)
     table = read_catalog(catalog, key_column)
     predictions = read_predictions(out, pattern, threshold, margin)
+    _check_attribute_columns(table, predictions, catalog)
     tables = _join(table, catalog_keys(table[key_column]), predictions)
     result = _result_paths(Path(out if dest is None else dest), Path(catalog), _counts(tables))
     _write_outputs(result, tables)
@@ -206,6 +208,28 @@ def _check_catalog_columns(table: pd.DataFrame, key_column: str, catalog: Path) 
         )
 
 
+def _check_attribute_columns(table: pd.DataFrame, predictions: pd.DataFrame, catalog: Path) -> None:
+    added = [c for name in attribute_names_in(predictions) for c in (tag_column(name), review_column(name))]
+    clashes = sorted(set(added) & set(table.columns))
+    if clashes:
+        raise InputError(
+            f"{catalog} already has column(s) {', '.join(clashes)} that tagging adds; rename them first"
+        )
+
+
+def attribute_names_in(predictions: pd.DataFrame) -> list[str]:
+    """The attributes whose decisions the prediction rows carry."""
+    return attributes_of(list(predictions.columns))
+
+
+def tag_column(name: str) -> str:
+    return attribute_columns(name)[0]
+
+
+def review_column(name: str) -> str:
+    return f"{tag_column(name)}_needs_review"
+
+
 def catalog_keys(column: pd.Series) -> pd.Series:
     """Keys as text; empty values become missing."""
     if pd.api.types.is_float_dtype(column) and (column.dropna() % 1 == 0).all():
@@ -221,8 +245,9 @@ def read_predictions(
     and ``margin`` for rows classified before decisions were stored) and its ``key`` (missing
     where the pattern fails)."""
     frames = []
-    for _, batch in iter_batches(out, _PREDICTION_COLUMNS, probs=True, parts=require_predictions(out)):
-        frame = batch.select(list(_PREDICTION_COLUMNS)).to_pandas()
+    parts = require_predictions(out)
+    for _, batch in iter_batches(out, _PREDICTION_COLUMNS, probs=True, parts=parts, attributes=True):
+        frame = batch.select(list(_PREDICTION_COLUMNS) + attribute_column_names(batch.schema)).to_pandas()
         frame["decision"], frame["reason"] = stored_decisions(batch, threshold, margin)
         frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
@@ -251,8 +276,25 @@ def best_per_key(predictions: pd.DataFrame) -> pd.DataFrame:
             "model_id": best.model_id,
             "image_relpath": best.relpath,
             "images": keyed.groupby("key").size().reindex(best.index).astype("int64"),
+            **_attribute_tags(keyed, best.index),
         }
     )
+
+
+def _attribute_tags(keyed: pd.DataFrame, keys: pd.Index) -> dict[str, pd.Series]:
+    """Per attribute: the value of the accepted image with the highest attribute confidence (else
+    of the most confident readable one), and whether the key needs review for that attribute."""
+    tags = {}
+    for name in attribute_names_in(keyed):
+        value, confidence, decision = attribute_columns(name)
+        rows = keyed.assign(attr_accepted=keyed[decision] == ACCEPT)
+        order = ["key", "attr_accepted", "ok", confidence, "relpath"]
+        ordered = rows.sort_values(order, ascending=[True, False, False, False, True])
+        best = ordered.drop_duplicates("key").set_index("key").reindex(keys)
+        values = rows[rows.ok].groupby("key")[value].nunique().reindex(keys).fillna(0)
+        tags[tag_column(name)] = best[value]
+        tags[review_column(name)] = ~best.attr_accepted.astype(bool) | (values > 1)
+    return tags
 
 
 def _disagreements(ok: pd.DataFrame) -> pd.Series:
@@ -274,6 +316,8 @@ def tags_for(keys: pd.Series, per_key: pd.DataFrame) -> pd.DataFrame:
     tags["needs_review"] = tags.needs_review.astype("boolean")
     tags["images"] = tags.images.fillna(0).astype("int64")
     tags["review_reason"] = tags.review_reason.fillna("")
+    for column in tags.columns[tags.columns.str.endswith("_needs_review")]:
+        tags[column] = tags[column].astype("boolean")
     return tags
 
 
