@@ -13,7 +13,7 @@ from classify_job.errors import InputError
 from classify_job.walk import DEFAULT_EXTENSIONS, normalize_extensions
 
 ENGINE_NAMES = ("local", "ray")
-RUNTIMES = ("auto", "onnx", "openvino", "keras")  # see classify_job.classify.backends
+RUNTIMES = ("auto", "onnx", "onnx-int8", "openvino", "keras")  # see classify_job.classify.backends
 REQUIRED = {"input_dir": "INPUT_DIR", "model": "--model", "out": "--out"}
 FLAG_NAMES = {"extensions": "--ext"}
 MAX_BATCH = 4096  # images per model call; the batch buffers are allocated up front

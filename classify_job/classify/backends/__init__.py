@@ -1,8 +1,11 @@
 """Inference back-ends: the bundle's Keras model, or a graph exported from it (ONNX Runtime,
-OpenVINO). Each takes uint8 batches (N, H, W, C) and returns (probabilities, features).
+its int8 form on ONNX Runtime, OpenVINO). Each takes uint8 batches (N, H, W, C) and returns
+(probabilities, features).
 
 ``auto`` takes the first runtime of :data:`AUTO_ORDER` that the bundle has an export for and that
-is installed; Keras needs no export and always works. Only the chosen back-end's libraries are
+is installed; Keras needs no export and always works. The int8 graph comes first only on a CPU
+where it pays (:func:`classify_job.classify.backends.cpu.int8_pays`: it measured faster there at
+export, or, on another CPU, the CPU has VNNI or AMX). Only the chosen back-end's libraries are
 imported, so an exported runtime never imports Keras or JAX.
 """
 
@@ -20,8 +23,8 @@ from classify_job.errors import BundleError, InputError
 
 # ONNX Runtime first by far; OpenVINO before Keras because it starts faster, which wins on the
 # nightly increment, though Keras computes faster on a backfill (docs/benchmarks.md).
-AUTO_ORDER = ("onnx", "openvino", "keras")
-MODULES = {"onnx": "onnxruntime", "openvino": "openvino", "keras": "keras"}
+AUTO_ORDER = ("onnx-int8", "onnx", "openvino", "keras")
+MODULES = {"onnx-int8": "onnxruntime", "onnx": "onnxruntime", "openvino": "openvino", "keras": "keras"}
 
 
 class Backend(Protocol):
@@ -38,13 +41,25 @@ def exported(spec: BundleSpec, runtime: str) -> dict | None:
     return None
 
 
-def choose_runtime(spec: BundleSpec, requested: str) -> str:
-    """``requested``, or for ``auto`` the first of AUTO_ORDER that the bundle and this install allow."""
+def choose_runtime(spec: BundleSpec, requested: str, cpu: dict | None = None) -> str:
+    """``requested``, or for ``auto`` the first of AUTO_ORDER that the bundle and this install allow
+    (the int8 graph only where it pays on ``cpu``, this machine's unless given)."""
     if requested not in RUNTIMES:
         raise InputError(f"--runtime must be one of {', '.join(RUNTIMES)}. Received: {requested!r}")
     if requested != "auto":
         return requested
-    return next(r for r in AUTO_ORDER if r == "keras" or (exported(spec, r) and _installed(r)))
+    return next(r for r in AUTO_ORDER if r == "keras" or _usable(spec, r, cpu))
+
+
+def _usable(spec: BundleSpec, runtime: str, cpu: dict | None) -> bool:
+    export = exported(spec, runtime)
+    if export is None or not _installed(runtime):
+        return False
+    if runtime != "onnx-int8":
+        return True
+    from classify_job.classify.backends.cpu import describe_cpu, int8_pays
+
+    return int8_pays(export.get("benchmark"), cpu or describe_cpu())
 
 
 def _installed(runtime: str) -> bool:
@@ -84,11 +99,11 @@ def export_files(bundle: Path, export: dict) -> Path:
 
 
 def load_graph(path: Path, runtime: str, threads: int) -> Backend:
-    """An exported graph's back-end (``onnx`` or ``openvino``) for the file at ``path``."""
-    if runtime == "onnx":
+    """An exported graph's back-end (``onnx``, ``onnx-int8`` or ``openvino``) for the file at ``path``."""
+    if runtime in ("onnx", "onnx-int8"):
         from classify_job.classify.backends.onnx import OnnxBackend
 
-        return OnnxBackend(path, threads)
+        return OnnxBackend(path, threads, runtime)
     from classify_job.classify.backends.openvino import OpenVinoBackend
 
     return OpenVinoBackend(path, threads)

@@ -1,4 +1,5 @@
-"""The ONNX Runtime back-end: the exported graph, fully optimised, on a fixed number of threads."""
+"""The ONNX Runtime back-end: the exported graph (float32, or its int8 form), fully optimised, on a
+fixed number of threads."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from classify_job.bundle import loader_error
 class OnnxBackend:
     """uint8 batches of any size in; probabilities and features out."""
 
-    name = "onnx"
-
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, name: str = "onnx") -> None:
         import onnxruntime as ort
 
+        self.name = name
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
