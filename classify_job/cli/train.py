@@ -64,6 +64,10 @@ def train(
     augmented_views: Annotated[
         int | None, typer.Option(help="efficientnet_lite0: augmented copies per training image to cache.")
     ] = None,
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(help="Size the epochs (and the cosine schedule) to this many minutes of fitting."),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Train a classifier on DATA and write a model bundle (model, labels, metrics, plots) to --out."""
@@ -76,7 +80,7 @@ def train(
                 config, data_dir=data, out_dir=out, arch=arch, epochs=epochs, batch_size=batch_size,
                 image_size=image_size, color_mode=color_mode, seed=seed, val_split=val_split,
                 test_split=test_split, learning_rate=learning_rate, overwrite=overwrite,
-                target_precision=target_precision,
+                target_precision=target_precision, budget_minutes=budget_minutes,
                 arch_options={k: v for k, v in arch_flags.items() if v is not None} or None,
             )
         ),

@@ -41,6 +41,7 @@ class TrainConfig:
     lr_schedule: str = "plateau"
     warmup_epochs: int = 0
     patience: int = 6
+    budget_minutes: float | None = None  # None: no time budget; else the epochs are sized to it
     lr_patience: int = 2
     class_weighting: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -77,6 +78,7 @@ class TrainConfig:
                 "learning_rate": (self.learning_rate > 0, "> 0"),
                 "lr_schedule": (self.lr_schedule in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
                 "warmup_epochs": (0 <= self.warmup_epochs < self.epochs, "in [0, epochs)"),
+                "budget_minutes": (self.budget_minutes is None or self.budget_minutes > 0, "> 0 (minutes)"),
                 "class_weighting": (self.class_weighting in CLASS_WEIGHTING, f"one of {CLASS_WEIGHTING}"),
                 "val_split": (0 <= self.val_split < 1 - self.test_split, "in [0, 1 - test_split)"),
                 "test_split": (0 <= self.test_split < 1, "in [0, 1)"),

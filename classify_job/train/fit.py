@@ -1,5 +1,6 @@
 """Fit a network on decoded splits: AdamW, a plateau or cosine schedule, early stopping with the
-best weights restored, and one history row per epoch for the caller's progress display."""
+best weights restored, optionally epochs sized to a time budget, and one history row per epoch for
+the caller's progress display."""
 
 from __future__ import annotations
 
@@ -59,15 +60,29 @@ def fit(
     weights: dict[int, float] | None,
     on_epoch: Callable[[EpochInfo], None] | None = None,
     callbacks: Sequence[Any] = (),
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[dict[str, float]]:
     """Fit ``net`` (augmentation wrapped around it for training only); returns one row per epoch."""
-    model = _training_model(net, build_augmentation(config.augment, config.seed))
+    return fit_with_facts(net, data, config, weights, on_epoch, callbacks, clock).history
+
+
+def fit_with_facts(
+    net: Any,
+    data: TrainingData,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+    clock: Callable[[], float] = time.monotonic,
+) -> Fitted:
+    """:func:`fit`, with ``{"budget": ...}`` in the facts when ``config.budget_minutes`` is set
+    (``clock`` is what the budget is measured with)."""
     steps = math.ceil(len(data.train) / config.batch_size)
-    model.compile(
-        optimizer=make_optimizer(config, steps), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    model = compiled_training_model(net, config, steps)
     monitor = monitor_metric(data)
     recorder = EpochRecorder(config.epochs, on_epoch)
+    budget = TimeBudget(config, clock) if config.budget_minutes is not None else None
+    standard = _standard_callbacks(config, monitor)
     model.fit(
         data.train.images,
         data.train.labels,
@@ -76,10 +91,23 @@ def fit(
         validation_data=(data.val.images, data.val.labels) if len(data.val) else None,
         class_weight=weights,
         shuffle=True,
-        callbacks=[recorder, *_standard_callbacks(config, monitor), *callbacks],
+        callbacks=[recorder, *([budget] if budget else []), *standard, *callbacks],
         verbose=0,
     )
-    return recorder.rows
+    if budget is None:
+        return Fitted(recorder.rows, {})
+    return Fitted(recorder.rows, {"budget": budget.facts(len(recorder.rows), standard[0].stopped_epoch > 0)})
+
+
+def compiled_training_model(net: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
+    """``net`` with the training augmentation around it, compiled with the run's optimizer and loss."""
+    model = _training_model(net, build_augmentation(config.augment, config.seed))
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
 
 
 def _training_model(net: Any, augmentation: Any) -> Any:
@@ -90,9 +118,13 @@ def _training_model(net: Any, augmentation: Any) -> Any:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
-    """AdamW; with ``cosine`` the rate warms up linearly, then decays to zero by the last step."""
+    """AdamW; with ``cosine`` the rate warms up linearly, then decays to zero by the last step.
+
+    Under a time budget the number of epochs is known only once the first have been timed, so the
+    rate is a plain variable that :class:`TimeBudget` sets epoch by epoch (:func:`cosine_rate`).
+    """
     rate: Any = config.learning_rate
-    if config.lr_schedule == "cosine":
+    if config.lr_schedule == "cosine" and config.budget_minutes is None:
         warmup = config.warmup_epochs * steps_per_epoch
         rate = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.0 if warmup else config.learning_rate,
@@ -138,3 +170,72 @@ class EpochRecorder(keras.callbacks.Callback):
         self.rows.append({"epoch": epoch + 1, "seconds": round(seconds, 3), **metrics})
         if self.on_epoch is not None:
             self.on_epoch(EpochInfo(epoch + 1, self.epochs, seconds, metrics))
+
+
+def cosine_rate(config: TrainConfig, epoch: int, epochs: int) -> float:
+    """The cosine schedule's rate for 0-based ``epoch`` of ``epochs``, taken at the epoch's middle:
+    a linear warm-up over ``warmup_epochs``, then a half cosine down to zero at the last epoch's end."""
+    warmup = min(config.warmup_epochs, epochs - 1)
+    if epoch < warmup:
+        return config.learning_rate * (epoch + 0.5) / warmup
+    progress = (epoch - warmup + 0.5) / max(1, epochs - warmup)
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Sizes the epochs to ``config.budget_minutes`` of fitting and stops on time.
+
+    The first ``PLANNING_EPOCHS`` are timed (the first one includes compilation, so the plan made
+    after it is a cautious one and the next replaces it); the plan is the epochs that fit what is
+    left, capped by ``config.epochs``, and the cosine schedule, when chosen, is sized to it. It
+    also stops before an epoch the time left would not hold, and within an epoch once the budget is
+    spent. Stopping ends ``fit``, whose EarlyStopping then restores the best epoch's weights.
+    """
+
+    PLANNING_EPOCHS = 2
+
+    def __init__(self, config: TrainConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.config, self.clock = config, clock
+        self.budget_s = float(config.budget_minutes) * 60
+        self.planned, self.stop_reason = config.epochs, None
+        self.started = self.last_end = 0.0
+        self.epoch_s: list[float] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.started = self.last_end = self.clock()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.config.lr_schedule == "cosine":
+            self.model.optimizer.learning_rate = cosine_rate(self.config, epoch, self.planned)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.clock() - self.started >= self.budget_s:
+            self.stop_reason, self.model.stop_training = "budget spent within an epoch", True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = self.clock()
+        self.epoch_s.append(now - self.last_end)
+        self.last_end = now
+        left, per_epoch = self.budget_s - (now - self.started), self.epoch_s[-1]
+        done = epoch + 1
+        if done <= self.PLANNING_EPOCHS:
+            self.planned = max(done, min(self.config.epochs, done + int(left // per_epoch)))
+        out_of_time = done >= self.planned or left < per_epoch
+        if done < self.config.epochs and self.stop_reason is None and out_of_time:
+            self.stop_reason, self.model.stop_training = "budget: the next epoch would not fit", True
+
+    def facts(self, epochs_run: int, early_stopped: bool) -> dict[str, Any]:
+        """What bundle.json records: the budget, the epochs planned and run, and why fitting stopped."""
+        reason = self.stop_reason or ("early stopping" if early_stopped else None)
+        if reason is None:
+            reason = "all epochs run" if epochs_run >= self.config.epochs else "training stopped (NaN loss)"
+        return {
+            "budget_minutes": self.config.budget_minutes,
+            "max_epochs": self.config.epochs,
+            "epochs_planned": self.planned,
+            "epochs_run": epochs_run,
+            "stopped_because": reason,
+            "fit_s": round(self.last_end - self.started, 1),
+            "timed_epochs_s": [round(s, 2) for s in self.epoch_s[: self.PLANNING_EPOCHS]],
+        }
