@@ -5,6 +5,7 @@ plain dict standing in for the environment, so no XLA ever starts with a flag it
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -92,9 +93,24 @@ def test_importing_the_package_sets_the_flags_before_jax_starts():
         "jnp.ones(1).block_until_ready()\n"
         "print(json.dumps([os.environ.get('XLA_FLAGS', ''), xla_settings()]))\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("XLA_FLAGS", KERNELS_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", KERNELS_ENV)}
     env.pop("CLASSIFY_JOB_XLA_FLAGS_ADDED", None)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     flags, settings = json.loads(done.stdout.strip().splitlines()[-1])
     expected = EIGEN_CONVOLUTIONS if runtime.jaxlib_version() in runtime.JAXLIB_WITH_FLAG else ""
     assert flags == expected == settings["flags"]
+
+
+def test_a_keras_classify_run_records_the_xla_settings_it_ran_with(tiny_tree, color_bundle, tmp_path):
+    from classify_job.classify.config import ClassifyConfig
+    from classify_job.classify.pipeline import run_classify
+    from classify_job.runrecords import read_runs
+
+    out = tmp_path / "out"
+    result = run_classify(
+        ClassifyConfig(tiny_tree(per_class=2), color_bundle, out, batch_size=4, runtime="keras")
+    )
+    assert result.record["runtime"] == "keras"
+    assert result.record["xla"] == xla_settings()
+    assert result.record["xla"]["flags"] == os.environ.get("XLA_FLAGS", "")
+    assert read_runs(out)[-1]["xla"] == xla_settings()

@@ -59,7 +59,7 @@ from classify_job.report.summary import (
     write_summary,
 )
 from classify_job.runrecords import RUNS_DIR, iso_utc, latest_run, write_run_record
-from classify_job.runtime import peak_rss_mib
+from classify_job.runtime import peak_rss_mib, xla_settings
 from classify_job.walk import FileEntry, require_dir
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,8 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
     parts, pruned, missing = _missing(scan, parts, config.prune)
     record = _run_record(run, missing, pruned)
     record.update(run.engine_record, redecided=redecided, calibration_id=rule.calibration_id)
+    if record.get("runtime") == "keras":  # the kernels XLA compiled the model with
+        record["xla"] = xla_settings()
     record.update(quarantined=len(quarantined), quarantined_parts=[q.as_dict() for q in quarantined])
     histograms = run_histograms([p.part for p in writer.indexes], spec.labels, rule.cutoff)
     record.update(record_drift(out, record, histograms, config.drift_runs, config.drift_min_rows))
