@@ -195,17 +195,30 @@ def export(
     data: Annotated[
         Path | None, typer.Option(help=r"Images to verify on. \[default: the bundle's own test split]")
     ] = None,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also quantise the ONNX graph to int8 (model.int8.onnx), kept only if it passes its gate "
+            "against the float graph on the test split (or --data, then class folders).",
+        ),
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Add exported inference graphs (ONNX, OpenVINO) to BUNDLE, verified against its Keras model.
 
-    Exits 3, keeping no export, when an exported graph's probabilities differ by more than 1e-4.
+    Exits 3, keeping no export, when an exported graph's probabilities differ by more than 1e-4;
+    with --int8, exits 3 keeping no int8 graph (the float graphs stay) when the gate refuses it.
     """
     from classify_job.cli.console import stdout
     from classify_job.train.export import export_bundle
+    from classify_job.train.int8_export import export_int8
 
-    result = invoke(lambda: export_bundle(bundle, data), verbose)
-    for entry in result.spec.exports:
+    def export_all():
+        exported = export_bundle(bundle, data).spec.exports
+        return (*exported, export_int8(bundle, data)) if int8 else exported
+
+    for entry in invoke(export_all, verbose):
         check = entry["verified"]
         stdout.print(
             f"{entry['format']}: {bundle / entry['file']} verified on {check['images']} images "

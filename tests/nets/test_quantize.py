@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import colour_folder
@@ -65,6 +66,32 @@ def test_a_tampered_int8_graph_is_refused(int8_bundle, tmp_path):
         fh.write(b"\0")
     with pytest.raises(BundleError, match="changed since it was verified"):
         open_backend(bundle, read_spec(bundle), "onnx-int8", 4, 1)
+
+
+def test_the_gate_refuses_a_graph_that_drops_accuracy_and_keeps_nothing(
+    int8_bundle, tree, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from classify_job.cli import app
+
+    bundle = shutil.copytree(int8_bundle, tmp_path / "bundle")
+    outputs = int8_export.graph_outputs
+
+    def broken(path, pixels, batch=32):  # the int8 graph gets every image wrong
+        probs, features = outputs(path, pixels, batch)
+        return (
+            (np.roll(probs, 1, axis=1), features)
+            if Path(path).name == "model.int8.onnx"
+            else (probs, features)
+        )
+
+    monkeypatch.setattr(int8_export, "graph_outputs", broken)
+    result = CliRunner().invoke(app, ["export", str(bundle), "--data", str(tree), "--int8"])
+    assert result.exit_code == 3, result.output
+    assert "int8 graph was refused" in result.output and "accuracy" in result.output
+    assert not (bundle / "model.int8.onnx").exists()
+    assert [e["format"] for e in read_spec(bundle).exports] == ["onnx", "openvino"]  # the float graphs stay
 
 
 def classify(tree: Path, bundle: Path, out: Path, runtime: str) -> pd.DataFrame:
