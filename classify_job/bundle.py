@@ -140,12 +140,18 @@ def save_bundle(directory: str | os.PathLike, model: Any, spec: BundleSpec) -> B
 
     Each file is written under a temporary name and renamed, so a reader never sees half a bundle.
     """
-    directory = Path(directory)
+    spec = save_model(directory, model, spec)
+    write_spec(directory, spec)
+    return spec
+
+
+def save_model(directory: str | os.PathLike, model: Any, spec: BundleSpec) -> BundleSpec:
+    """Write ``model.keras`` into ``directory`` (atomically); returns ``spec`` with its model_id,
+    validated, for the caller to complete and write with :func:`write_spec`."""
     spec = dataclasses.replace(spec, model_id=model_id(spec.architecture, model))
     spec.validate()
-    with atomic.atomic_path(directory / MODEL_FILE) as tmp:
+    with atomic.atomic_path(Path(directory) / MODEL_FILE) as tmp:
         model.save(tmp)
-    write_spec(directory, spec)
     return spec
 
 

@@ -1,11 +1,17 @@
 """Give a bundle its decision rule: calibration, accept thresholds and the unfamiliar cut-off,
 fitted on held-out predictions and measured on the test split; written into ``bundle.json``
-(``calibration``, ``accept_thresholds``, ``unfamiliar``), ``unfamiliar.npz`` and ``calibration.png``."""
+(``calibration``, ``accept_thresholds``, ``unfamiliar``), ``unfamiliar.npz`` and ``calibration.png``.
+
+:func:`fit_rule` computes it all in memory (a :class:`FittedRule`: the keys and the files);
+training writes its files and puts its keys into the one ``bundle.json`` it writes.
+:func:`fit_decision_rule` does both on a bundle folder (``classify-job calibrate``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import shutil
 from dataclasses import dataclass
@@ -29,7 +35,7 @@ from classify_job.decisions.calibration import (
 from classify_job.decisions.card import rewrite_decisions
 from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
 from classify_job.errors import DatasetError, InputError, OutputError
-from classify_job.hashing import content_hash
+from classify_job.hashing import content_hash, content_hash_bytes
 from classify_job.train.dataset import TrainingData
 from classify_job.train.evaluate import predict_with_features
 from classify_job.train.fit import Fitted
@@ -43,15 +49,25 @@ REFERENCE_IMAGES = 5000  # training images whose features shape the unfamiliar s
 
 
 @dataclass(frozen=True)
+class KeptScore:
+    """An unfamiliar score a recalibration keeps: its parameters and the SHA-256 of its file."""
+
+    score: UnfamiliarScore
+    sha256: str
+
+
+@dataclass(frozen=True)
 class CalibrationSets:
     """``held_out``: predictions the model never trained on (temperature, thresholds);
     ``reference``: training images' features (the unfamiliar score's centroids and covariance);
     ``familiar``: images outside the reference (the unfamiliar cut-off: a score's quantile is only
-    honest on images that did not shape it)."""
+    honest on images that did not shape it); ``kept``: the score to keep instead of fitting one
+    on ``reference`` (a recalibration)."""
 
     held_out: HeldOut
     reference: HeldOut | None
     familiar: HeldOut
+    kept: KeptScore | None = None
 
 
 def calibration_data(net: Any, data: TrainingData, fitted: Fitted) -> CalibrationSets | None:
@@ -70,6 +86,36 @@ def calibration_data(net: Any, data: TrainingData, fitted: Fitted) -> Calibratio
     return CalibrationSets(fitted.held_out or validation, reference, validation)
 
 
+@dataclass(frozen=True)
+class FittedRule:
+    """A fitted decision rule: the keys ``bundle.json`` records (``calibration``,
+    ``accept_thresholds``, ``unfamiliar``), the bytes of ``unfamiliar.npz`` (None when the score
+    was kept: its file is already in the bundle), and the reliability of the test predictions
+    before and after calibration (None without a test split) that ``calibration.png`` draws."""
+
+    calibration: dict[str, Any]
+    accept_thresholds: dict[str, Any]
+    unfamiliar: dict[str, Any]
+    unfamiliar_npz: bytes | None
+    reliability: tuple[Any, Any] | None
+
+    def recorded_in(self, spec: BundleSpec) -> BundleSpec:
+        """``spec`` with this rule's keys."""
+        return dataclasses.replace(
+            spec,
+            calibration=self.calibration,
+            accept_thresholds=self.accept_thresholds,
+            unfamiliar=self.unfamiliar,
+        )
+
+    def write_files(self, bundle_dir: Path) -> None:
+        """``unfamiliar.npz`` (when refitted) and ``calibration.png`` (when measured) into ``bundle_dir``."""
+        if self.unfamiliar_npz is not None:
+            atomic.write_bytes(bundle_dir / UNFAMILIAR_FILE, self.unfamiliar_npz)
+        if self.reliability is not None:
+            plot_reliability(*self.reliability, bundle_dir / "calibration.png")
+
+
 def fit_decision_rule(
     bundle_dir: Path,
     spec: BundleSpec,
@@ -78,24 +124,41 @@ def fit_decision_rule(
     target: float = DEFAULT_TARGET_PRECISION,
     score: UnfamiliarScore | None = None,
 ) -> BundleSpec:
-    """Fit on ``sets`` (the unfamiliar score from ``sets.reference`` unless ``score`` is given),
-    measure on ``test``; writes the bundle's files and returns its new spec."""
+    """:func:`fit_rule` for the bundle in ``bundle_dir`` (``score``: the one its ``unfamiliar.npz``
+    holds, kept); writes its files and its ``bundle.json`` (once) and returns the new spec."""
+    if score is not None:
+        sets = dataclasses.replace(sets, kept=KeptScore(score, content_hash(bundle_dir / UNFAMILIAR_FILE)))
+    rule = fit_rule(spec, sets, test, target)
+    rule.write_files(bundle_dir)
+    spec = rule.recorded_in(spec)
+    write_spec(bundle_dir, spec)
+    return spec
+
+
+def fit_rule(
+    spec: BundleSpec, sets: CalibrationSets, test: HeldOut | None, target: float = DEFAULT_TARGET_PRECISION
+) -> FittedRule:
+    """Fit on ``sets`` (the unfamiliar score from ``sets.reference`` unless ``sets.kept`` one),
+    measure on ``test``; nothing is written."""
+    kept = sets.kept
     held_out = sets.held_out
     temperature = fit_temperature(held_out.probs, held_out.labels)
     thresholds = accept_thresholds(
         calibrate(held_out.probs, temperature), held_out.labels, spec.labels, target
     )
-    refit = score is None
-    if refit:
+    if kept is None:
         score = fit_unfamiliar(sets.reference.features, sets.reference.labels, len(spec.labels))
-        with atomic.atomic_path(bundle_dir / UNFAMILIAR_FILE) as tmp:
-            score.save(tmp)
+        buffer = io.BytesIO()
+        score.save(buffer)
+        npz, sha256 = buffer.getvalue(), content_hash_bytes(buffer.getvalue())
+    else:
+        score, npz, sha256 = kept.score, None, kept.sha256
     unfamiliar = {
         "method": "mahalanobis-nearest-centroid",
         "features": "penultimate layer",
-        "shrinkage": SHRINKAGE if refit else spec.unfamiliar.get("shrinkage"),  # as the score was fitted
+        "shrinkage": SHRINKAGE if kept is None else spec.unfamiliar.get("shrinkage"),  # as it was fitted
         "file": UNFAMILIAR_FILE,
-        "sha256": content_hash(bundle_dir / UNFAMILIAR_FILE),
+        "sha256": sha256,
         "cutoff": unfamiliar_cutoff(score, sets.familiar, FAMILIAR_RECALL),
         "familiar_recall": FAMILIAR_RECALL,
         "fitted_on": sets.reference.source if sets.reference else spec.unfamiliar["fitted_on"],
@@ -109,20 +172,27 @@ def fit_decision_rule(
         **({"test": _test_figures(test, temperature)} if test is not None and len(test) else {}),
     }
     calibration["calibration_id"] = _calibration_id(calibration, thresholds, unfamiliar)
-    spec = dataclasses.replace(
-        spec, calibration=calibration, accept_thresholds=thresholds, unfamiliar=unfamiliar
-    )
-    spec = dataclasses.replace(
-        spec, calibration={**calibration, "expected": _expected(spec, bundle_dir, held_out, test)}
-    )
-    write_spec(bundle_dir, spec)
-    if test is not None and len(test):
-        plot_reliability(
+    rule = DecisionRule(
+        labels=spec.labels,
+        temperature=float(temperature),
+        calibration_id=calibration["calibration_id"],
+        thresholds=tuple(thresholds.get(label, {}).get("threshold") for label in spec.labels),
+        score=score,
+        cutoff=unfamiliar["cutoff"],
+    )  # what DecisionRule.from_bundle reads back from these keys and the file
+    measured = test is not None and len(test)
+    return FittedRule(
+        calibration={**calibration, "expected": _expected(rule, held_out, test)},
+        accept_thresholds=thresholds,
+        unfamiliar=unfamiliar,
+        unfamiliar_npz=npz,
+        reliability=(
             reliability(test.probs, test.labels),
             reliability(calibrate(test.probs, temperature), test.labels),
-            bundle_dir / "calibration.png",
         )
-    return spec
+        if measured
+        else None,
+    )
 
 
 def _test_figures(test: HeldOut, temperature: float) -> dict[str, Any]:
@@ -138,9 +208,8 @@ def _calibration_id(calibration: dict, thresholds: dict, unfamiliar: dict) -> st
     return "cal-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _expected(spec: BundleSpec, bundle_dir: Path, held_out: HeldOut, test: HeldOut | None) -> dict[str, Any]:
+def _expected(rule: DecisionRule, held_out: HeldOut, test: HeldOut | None) -> dict[str, Any]:
     """How the rule does on held-out and test images: share accepted and precision of accepted."""
-    rule = DecisionRule.from_bundle(bundle_dir, spec)
     return {
         name: _outcome(rule, data)
         for name, data in (("held_out", held_out), ("test", test))
