@@ -7,12 +7,18 @@ versions and the verification. An export is kept only if, on the bundle's own te
 images of ``data``), its probabilities are within :data:`TOLERANCE` of Keras' and its top label is
 the same wherever Keras' top two are further apart than that. ``model_id`` does not change: the
 weights are the same.
+
+:func:`export_graphs` writes and verifies the files and computes their ``exports`` entries;
+:func:`with_exports` records entries in a spec; :func:`export_bundle` (``classify-job export``)
+does both on a bundle on disk and rewrites its ``bundle.json`` once. Training calls the first two
+with the model it holds and the test images it decoded, and writes ``bundle.json`` itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from classify_job.bundle import BundleSpec, load_bundle, write_spec
 from classify_job.errors import DatasetError, ExportError, InputError
 from classify_job.hashing import content_hash
 from classify_job.imageio import load_image
+from classify_job.train.dataset import SPLIT_NAMES, LabelledFile, TrainingData
 from classify_job.train.evaluate import labelled_files
 from classify_job.versions import library_versions
 from classify_job.walk import fs_path, iter_files
@@ -49,42 +56,73 @@ class ExportResult:
     verified: dict[str, dict[str, Any]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """Decoded images to compare the exported graphs with Keras on, and where they came from."""
+
+    pixels: np.ndarray
+    source: str
+
+
 def export_bundle(bundle_dir: Path, data: Path | None = None) -> ExportResult:
-    """Export ``bundle_dir``'s model to every format, verify each on real images, record them.
+    """Export ``bundle_dir``'s model to every format, verify each on real images, and record them
+    in its ``bundle.json`` (written once: with the exports, or without any earlier one on failure).
 
     Raises ExportError (after removing what it wrote) when an export fails or does not match;
     InputError when there are no images to verify on.
     """
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    try:
+        entries = export_graphs(bundle.model, bundle_dir, verification_images(bundle.spec, data))
+    except ExportError:
+        if bundle.spec.exports:  # no record of an export that is gone
+            write_spec(bundle_dir, dataclasses.replace(bundle.spec, exports=()))
+        raise
+    spec = with_exports(bundle.spec, entries)
+    write_spec(bundle_dir, spec)
+    return ExportResult(spec, {entry["format"]: entry["verified"] for entry in entries})
+
+
+def export_graphs(model: Any, bundle_dir: Path, check: Verification) -> list[dict[str, Any]]:
+    """Write every format of ``model`` into ``bundle_dir``, verify each on ``check``'s images, and
+    return their ``exports`` entries (``bundle.json`` is not touched).
+
+    Raises ExportError, after removing every exported file, when an export fails or does not match.
+    """
     from classify_job.nets.graphs import export_onnx, export_openvino
     from classify_job.nets.inference import inference_model
 
-    bundle_dir = Path(bundle_dir)
-    bundle = load_bundle(bundle_dir)
-    pixels, source = verification_images(bundle.spec, data)
-    keras_model = inference_model(bundle.model)
-    reference = _outputs(lambda x: _pair(keras_model.predict_on_batch(x)), pixels)
+    keras_model = inference_model(model)
+    reference = _outputs(lambda x: _pair(keras_model.predict_on_batch(x)), check.pixels)
     written: dict[str, dict[str, Any]] = {}
     try:
         with atomic.atomic_path(bundle_dir / FORMATS["onnx"]) as tmp:
-            written["onnx"] = export_onnx(bundle.model, tmp)
+            written["onnx"] = export_onnx(model, tmp)
         written["openvino"] = export_openvino(bundle_dir / FORMATS["onnx"], bundle_dir / FORMATS["openvino"])
-        verified = {f: verify(bundle_dir / FORMATS[f], f, pixels, reference, source) for f in FORMATS}
+        verified = {f: verify(bundle_dir / FORMATS[f], f, check, reference) for f in FORMATS}
     except Exception as exc:
-        _remove(bundle_dir, bundle.spec)
+        _remove(bundle_dir)
         raise ExportError(f"export of {bundle_dir} failed: {type(exc).__name__}: {exc}") from exc
     failed = {f: v for f, v in verified.items() if not v["passed"]}
     if failed:
-        _remove(bundle_dir, bundle.spec)
+        _remove(bundle_dir)
         raise ExportError(f"the exported graph does not match the Keras model, so none was kept: {failed}")
-    return ExportResult(_record(bundle_dir, bundle.spec, written, verified), verified)
+    return export_entries(bundle_dir, written, verified)
+
+
+def with_exports(spec: BundleSpec, entries: list[dict[str, Any]]) -> BundleSpec:
+    """``spec`` recording ``entries`` as its exports (``model_id`` unchanged: the weights are)."""
+    return dataclasses.replace(spec, exports=tuple(entries))
 
 
 def _pair(outputs: dict) -> tuple[np.ndarray, np.ndarray]:
     return outputs["probabilities"], outputs["features"]
 
 
-def verification_images(spec: BundleSpec, data: Path | None) -> tuple[np.ndarray, str]:
-    """Up to VERIFY_IMAGES decoded images: from ``data`` if given, else the bundle's test split."""
+def verification_images(spec: BundleSpec, data: Path | None) -> Verification:
+    """Up to VERIFY_IMAGES decoded images: from ``data`` if given, else the bundle's test split
+    (any of its training images without one), read again from the folder it was trained on."""
     if data is not None:
         if not Path(data).is_dir():
             raise InputError(f"--data must be a folder of images. Received: {data}")
@@ -105,10 +143,45 @@ def verification_images(spec: BundleSpec, data: Path | None) -> tuple[np.ndarray
             raise InputError(f"cannot read the bundle's test split: {exc}; give --data DIR") from exc
         paths = [fs_path(trained_on, s.relpath, s.relpath_bytes) for s in samples]
         source = f"the {split} of {trained_on}"
-    pixels = _decode(paths[:: max(1, len(paths) // VERIFY_IMAGES)][:VERIFY_IMAGES], spec)
-    if len(pixels) == 0:
-        raise InputError(f"no readable images in {source} to verify the export on")
-    return pixels, source
+    return _checked(Verification(_decode(_every_nth(paths), spec), source))
+
+
+def decoded_images(data: TrainingData, trained_on: str) -> Verification:
+    """What :func:`verification_images` reads from the folder ``trained_on``, taken from the
+    images training decoded from it: the same files, in the same order, none decoded again."""
+    samples, split = data.index.splits["test"], "test split"
+    if not samples:  # trained without a test split: any of its images will do
+        samples, split = _walk_order(data.index.layout, data.index.splits), "images"
+    decoded = {
+        relpath: image
+        for part in (data.train, data.val, data.test)
+        for relpath, image in zip(part.relpaths, part.images, strict=True)
+    }
+    chosen = [decoded[s.relpath] for s in _every_nth(samples) if s.relpath in decoded]  # unreadable: skipped
+    pixels = np.stack(chosen) if chosen else np.zeros((0,), np.uint8)
+    return _checked(Verification(pixels, f"the {split} of {trained_on}"))
+
+
+def _walk_order(layout: str, splits: dict[str, tuple[LabelledFile, ...]]) -> list[LabelledFile]:
+    """Every sample in the order the walker lists the folder (``labelled_files(..., "all")``):
+    the split folders in turn when presplit, then class by class, then names sorted per folder."""
+
+    def key(s: LabelledFile) -> tuple:
+        parts = (os.fsdecode(s.relpath_bytes) if s.relpath_bytes else s.relpath).split("/")
+        folder = SPLIT_NAMES.index(parts[0]) if layout == "presplit" else 0
+        return folder, s.label, parts
+
+    return sorted((s for samples in splits.values() for s in samples), key=key)
+
+
+def _every_nth(items: list) -> list:
+    return items[:: max(1, len(items) // VERIFY_IMAGES)][:VERIFY_IMAGES]
+
+
+def _checked(check: Verification) -> Verification:
+    if len(check.pixels) == 0:
+        raise InputError(f"no readable images in {check.source} to verify the export on")
+    return check
 
 
 def _decode(paths: list[str], spec: BundleSpec) -> np.ndarray:
@@ -121,10 +194,11 @@ def _decode(paths: list[str], spec: BundleSpec) -> np.ndarray:
     return np.stack(images) if images else np.zeros((0,), np.uint8)
 
 
-def verify(path: Path, runtime: str, pixels: np.ndarray, reference: tuple, source: str) -> dict[str, Any]:
-    """Run the exported graph on ``pixels`` with its runtime and compare with Keras' outputs."""
+def verify(path: Path, runtime: str, check: Verification, reference: tuple) -> dict[str, Any]:
+    """Run the exported graph on ``check``'s images with its runtime and compare with Keras' outputs."""
     from classify_job.classify.backends import load_graph
 
+    pixels = check.pixels
     probs, features = _outputs(load_graph(path, runtime, threads=2).predict, pixels)
     ref, ref_features = reference
     ordered = np.sort(ref, axis=1)
@@ -134,7 +208,7 @@ def verify(path: Path, runtime: str, pixels: np.ndarray, reference: tuple, sourc
     return {
         "passed": prob_diff <= TOLERANCE and disagree == 0,
         "images": len(pixels),
-        "source": source,
+        "source": check.source,
         "max_abs_prob_diff": prob_diff,
         "max_abs_feature_diff": float(np.abs(features - ref_features).max()),
         "top1_disagreements": disagree,
@@ -147,9 +221,13 @@ def _outputs(predict: Any, pixels: np.ndarray, batch: int = 32) -> tuple[np.ndar
     return tuple(np.concatenate([np.asarray(p[k], np.float32) for p in parts]) for k in (0, 1))
 
 
-def _record(bundle_dir, spec, written, verified) -> BundleSpec:
+def export_entries(
+    bundle_dir: Path, written: dict[str, dict[str, Any]], verified: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One ``exports`` entry per format: its files' SHA-256, what the exporter reported
+    (``written``), the library versions and its verification."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    entries = [
+    return [
         {
             "format": f,
             "file": FORMATS[f],
@@ -162,15 +240,9 @@ def _record(bundle_dir, spec, written, verified) -> BundleSpec:
         }
         for f in FORMATS
     ]
-    spec = dataclasses.replace(spec, exports=tuple(entries))
-    write_spec(bundle_dir, spec)
-    return spec
 
 
-def _remove(bundle_dir: Path, spec: BundleSpec) -> None:
-    """No export is better than one that was not checked: remove every exported file, and any
-    earlier export's record."""
+def _remove(bundle_dir: Path) -> None:
+    """No export is better than one that was not checked: remove every exported file."""
     for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin"):
         (bundle_dir / name).unlink(missing_ok=True)
-    if spec.exports:
-        write_spec(bundle_dir, dataclasses.replace(spec, exports=()))
