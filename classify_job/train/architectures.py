@@ -1,8 +1,9 @@
 """The networks ``train --arch`` can build, each with its training recipe and input facts.
 
-Add a network in one entry: a builder ``(num_classes, image_size, channels, **arch_options)``
-returning a Keras model from float32 pixels 0..255 to probabilities, and a recipe with
-:func:`~classify_job.train.fit.fit`'s signature returning a :class:`~classify_job.train.fit.Fitted`.
+Add a network in one entry: a parser of its ``arch_options`` (a dict from the job file or flags,
+parsed once per training into :attr:`~classify_job.train.state.TrainRun.options`), a builder
+``(num_classes, image_size, channels, options)`` returning a Keras model from float32 pixels 0..255
+to probabilities, and a recipe ``(net, run)`` returning a :class:`~classify_job.train.fit.Fitted`.
 """
 
 from __future__ import annotations
@@ -16,28 +17,38 @@ from classify_job.errors import InputError
 from classify_job.imageio import COLOR_MODES, channels_for
 from classify_job.nets.cnn import build_cnn
 from classify_job.train.config import TrainConfig
-from classify_job.train.finetune import build_pretrained_classifier, fit_pretrained
-from classify_job.train.fit import Fitted, fit
+from classify_job.train.finetune import FinetuneOptions, build_pretrained_classifier, fit_pretrained
+from classify_job.train.fit import Fitted, fit_with_facts
+from classify_job.train.state import TrainRun
 
 
-def fit_plain(*args: Any, **kwargs: Any) -> Fitted:
-    """:func:`fit` as a recipe: the history, no facts of its own, no held-out predictions."""
-    return Fitted(fit(*args, **kwargs), {})
+def fit_plain(net: Any, run: TrainRun) -> Fitted:
+    """:func:`~classify_job.train.fit.fit` as a recipe: the history and fit's own facts (the
+    budget, when one is set), no held-out predictions."""
+    return fit_with_facts(net, run.data, run.config, run.weights, run.on_epoch, run.callbacks)
+
+
+def _build_cnn(num_classes: int, image_size: tuple[int, int], channels: int, options: dict[str, Any]) -> Any:
+    return build_cnn(num_classes, image_size, channels, **options)
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network's builder, its training recipe, its default input size and the colour modes it takes."""
+    """A network's builder, its training recipe, its default input size, the colour modes it takes
+    and the parser of its ``arch_options`` (the cnn's are its builder's keyword arguments)."""
 
     build: Callable[..., Any]
     fit: Callable[..., Fitted]
     image_size: tuple[int, int]
     color_modes: tuple[str, ...] = tuple(COLOR_MODES)
+    options: Callable[[dict[str, Any]], Any] = dict
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "cnn": Architecture(build_cnn, fit_plain, (64, 64)),
-    "efficientnet_lite0": Architecture(build_pretrained_classifier, fit_pretrained, (224, 224), ("rgb",)),
+    "cnn": Architecture(_build_cnn, fit_plain, (64, 64)),
+    "efficientnet_lite0": Architecture(
+        build_pretrained_classifier, fit_pretrained, (224, 224), ("rgb",), FinetuneOptions.from_dict
+    ),
 }
 
 
@@ -59,8 +70,23 @@ def configure(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, image_size=config.image_size or arch.image_size)
 
 
+def parse_options(config: TrainConfig) -> Any:
+    """``config.arch_options`` parsed by its architecture: an InputError names a wrong one."""
+    return architecture(config.arch).options(config.arch_options)
+
+
 def build_model(
     arch: str, num_classes: int, image_size: tuple[int, int], color_mode: str, options: dict[str, Any]
 ) -> Any:
-    """Build architecture ``arch`` for ``num_classes`` classes."""
-    return architecture(arch).build(num_classes, image_size, channels_for(color_mode), **options)
+    """Build architecture ``arch`` for ``num_classes`` classes from unparsed ``options``."""
+    parsed = architecture(arch).options(options)
+    return architecture(arch).build(num_classes, image_size, channels_for(color_mode), parsed)
+
+
+def build_net(run: TrainRun) -> Any:
+    """Build ``run``'s network, one output per class of its data, from its parsed options."""
+    config = run.config
+    classes = len(run.data.index.classes)
+    return architecture(config.arch).build(
+        classes, config.image_size, channels_for(config.color_mode), run.options
+    )

@@ -1,8 +1,9 @@
 """What a training run leaves in its bundle: files, plots and the model card.
 
-:func:`write_outputs` saves the model with its ``bundle.json`` (see :mod:`classify_job.bundle`), the test
-evaluation, ``history.csv``, ``bad_files.csv`` and ``training_curves.png``; :func:`write_model_card`
-writes the README.md model card once the decision rule is fitted.
+:func:`write_outputs` saves the model and returns the spec of its ``bundle.json`` (see
+:mod:`classify_job.bundle`), which later stages complete and training writes last; it also writes
+the test evaluation, ``history.csv``, ``bad_files.csv`` and ``training_curves.png``.
+:func:`write_model_card` writes the README.md model card once the decision rule is fitted.
 """
 
 from __future__ import annotations
@@ -16,38 +17,32 @@ from typing import Any
 import numpy as np
 
 from classify_job import atomic
-from classify_job.bundle import BundleSpec, save_bundle
+from classify_job.bundle import BundleSpec, save_model
 from classify_job.decisions.card import decision_lines
 from classify_job.hashing import SPLIT_HASH, content_hash
-from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import BadFile, TrainingData
 from classify_job.train.evaluate import write_report
 from classify_job.train.fit import best_epoch, monitor_metric
 from classify_job.train.metrics import EvaluationReport
 from classify_job.train.plots import plot_accuracy_against_time, plot_training_curves
+from classify_job.train.state import Trained
 from classify_job.versions import library_versions
 from classify_job.walk import fs_path
 
 TRAINING_HASHES = "training_hashes.npy"
 
 
-def write_outputs(
-    net: Any,
-    config: TrainConfig,
-    data: TrainingData,
-    weights: dict[int, float] | None,
-    history: Sequence[dict[str, float]],
-    report: EvaluationReport,
-    wall_time_s: float,
-    facts: dict[str, Any] | None = None,
-) -> BundleSpec:
-    """Write the bundle (model.keras, bundle.json) and its reports, history and curves.
+def write_outputs(directory: Path, trained: Trained, wall_time_s: float) -> BundleSpec:
+    """Write ``model.keras`` and the reports, history and curves into ``directory``; returns the
+    spec of ``bundle.json`` (not written: later stages add to it).
 
-    ``facts`` from an architecture's own recipe (e.g. pretrained weights' source) join bundle.json's extra.
+    The recipe's facts (e.g. pretrained weights' source) join bundle.json's extra.
     """
+    config, data, net, report = trained.run.config, trained.run.data, trained.net, trained.report
+    history, weights = trained.fitted.history, trained.run.weights
     monitor = monitor_metric(data)
     training = {
-        "config": config.to_dict(),
+        "config": config.to_dict(),  # out_dir is the bundle's folder, not the staging one inside it
         "data_fingerprint": data.index.fingerprint(),
         "layout": data.index.layout,
         "parameters": int(net.count_params()),
@@ -71,17 +66,17 @@ def write_outputs(
             "run": {k: v for k, v in training.items() if k != "config"},
             "metrics": report.summary(),
             "versions": library_versions(),
-            "training_hashes": write_training_hashes(config.out_dir, data),
-            **(facts or {}),
+            "training_hashes": write_training_hashes(directory, data),
+            **trained.fitted.facts,
         },
     )
-    spec = save_bundle(config.out_dir, net, spec)
-    write_report(report, config.out_dir, extra={"model_id": spec.model_id, "training": training})
-    write_bad_files(data.bad_files, config.out_dir / "bad_files.csv")
-    write_history(history, config.out_dir / "history.csv")
-    plot_training_curves(history, config.out_dir / "training_curves.png", training["best_epoch"])
+    spec = save_model(directory, net, spec)
+    write_report(report, directory, extra={"model_id": spec.model_id, "training": training})
+    write_bad_files(data.bad_files, directory / "bad_files.csv")
+    write_history(history, directory / "history.csv")
+    plot_training_curves(history, directory / "training_curves.png", training["best_epoch"])
     plot_accuracy_against_time(
-        history, config.out_dir / "accuracy_vs_time.png", report.accuracy, training["best_epoch"]
+        history, directory / "accuracy_vs_time.png", report.accuracy, training["best_epoch"]
     )
     return spec
 

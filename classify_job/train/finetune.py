@@ -29,10 +29,10 @@ from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
 from classify_job.train.augment import build_augmentation
-from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
-from classify_job.train.fit import EpochInfo, Fitted, fit, monitor_metric
-from classify_job.train.lite0_heads import fit_head, out_of_fold, penultimate
+from classify_job.train.fit import EpochInfo, Fitted, monitor_metric
+from classify_job.train.lite0_heads import Head, fit_head, out_of_fold, penultimate
+from classify_job.train.state import TrainRun, fit_run
 from classify_job.versions import package_version
 
 log = logging.getLogger(__name__)
@@ -84,87 +84,75 @@ class FinetuneOptions:
         """Parse ``arch_options``; unknown keys are an error rather than silently ignored."""
         return build(cls, options, "efficientnet_lite0 arch_options")
 
+    @property
+    def head(self) -> Head:
+        return Head(self.dropout, self.head_width, self.head_lr_factor)
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    """The training and validation splits as backbone features (:func:`cache_features`), and the
+    seconds their extraction took (None: not measured, e.g. shared by tuning trials)."""
+
+    splits: TrainingData
+    seconds: float | None = None
+
 
 def build_pretrained_classifier(
-    num_classes: int, image_size: tuple[int, int], channels: int, **options: Any
+    num_classes: int, image_size: tuple[int, int], channels: int, options: FinetuneOptions | None = None
 ) -> keras.Model:
     """Registered builder: frozen ImageNet Lite0 backbone + dropout + softmax head, pixels 0..255 in."""
     if channels != 3:
         raise InputError(f"efficientnet_lite0 needs rgb images. Received: {channels} channel(s)")
-    parsed = FinetuneOptions.from_dict(options)
+    options = options or FinetuneOptions()
     backbone = pretrained.pretrained_backbone(image_size, fast=True)
     backbone.trainable = False
-    return build_classifier(backbone, num_classes, parsed.dropout, parsed.head_width)
+    return build_classifier(backbone, num_classes, options.dropout, options.head_width)
 
 
-def fit_pretrained(
-    net: keras.Model,
-    data: TrainingData,
-    config: TrainConfig,
-    weights: dict[int, float] | None,
-    on_epoch: Callable[[EpochInfo], None] | None = None,
-    callbacks: Sequence[Any] = (),
-) -> Fitted:
-    """Cache the backbone's features of every image, then :func:`fit_on_features`."""
+def fit_pretrained(net: keras.Model, run: TrainRun) -> Fitted:
+    """Registered recipe: cache the backbone's features of every image, then :func:`fit_on_features`."""
     started = time.perf_counter()
-    options = FinetuneOptions.from_dict(config.arch_options)
-    features = cache_features(net.get_layer(BACKBONE), data, config, options)
-    seconds = round(time.perf_counter() - started, 1)
-    return fit_on_features(net, data, features, config, weights, on_epoch, callbacks, seconds)
+    features = cache_features(net.get_layer(BACKBONE), run)
+    return fit_on_features(net, run, CachedFeatures(features, round(time.perf_counter() - started, 1)))
 
 
 def fit_on_features(
-    net: keras.Model,
-    data: TrainingData,
-    features: TrainingData,
-    config: TrainConfig,
-    weights: dict[int, float] | None,
-    on_epoch: Callable[[EpochInfo], None] | None = None,
-    callbacks: Sequence[Any] = (),
-    feature_seconds: float | None = None,
-    calibration: bool = True,
+    net: keras.Model, run: TrainRun, features: CachedFeatures, calibration: bool = True
 ) -> Fitted:
-    """Phase 1 (the head on cached ``features``), then phase 2 on ``data``'s pixels if asked.
+    """Phase 1 (the head on cached ``features``), then phase 2 on ``run.data``'s pixels if asked.
 
     Rows carry a ``phase`` column and epochs numbered across both phases; the phase whose best
     epoch has the lower validation loss (training loss without a validation split) is kept. When
     phase 1 is kept and ``calibration`` is on, the cached features also give every training image
     an out-of-fold prediction (``FOLDS`` heads, each trained without that image), at little cost.
     """
-    options = FinetuneOptions.from_dict(config.arch_options)
-    total = config.epochs + (options.fine_tune_epochs if options.fine_tune_blocks else 0)
-    head_hook = _shifted(on_epoch, 0, total)
-    rows = fit_head(net, features, config, weights, options.head_lr_factor, head_hook, callbacks)
-    history = _phase(1, rows)
-    facts = {"feature_extraction_s": feature_seconds, "kept_phase": 1}
+    options: FinetuneOptions = run.options
+    total = run.config.epochs + (options.fine_tune_epochs if options.fine_tune_blocks else 0)
+    on_features = dataclasses.replace(run, data=features.splits, on_epoch=_shifted(run.on_epoch, 0, total))
+    history = _phase(1, fit_head(net, on_features, options.head_lr_factor))
+    facts = {"feature_extraction_s": features.seconds, "kept_phase": 1}
     if options.fine_tune_blocks:
-        hook = _shifted(on_epoch, len(history), total)
-        rows, facts["kept_phase"] = _phase_two(net, data, config, weights, options, history, hook, callbacks)
+        phase_two = dataclasses.replace(run, on_epoch=_shifted(run.on_epoch, len(history), total))
+        rows, facts["kept_phase"] = _phase_two(net, phase_two, history)
         history += rows
     facts = {"pretrained": {**weights_provenance(), **facts}}
     if facts["pretrained"]["kept_phase"] != 1 or not calibration:  # phase 2 made the features stale
         return Fitted(history, facts)
-    clean = len(data.train)  # the cached training features start with the unaugmented view
-    penult = penultimate(net, features.train.images[:clean])
-    reference = HeldOut(np.zeros((clean, 0)), data.train.labels, penult, "cached training features")
-    head = {"dropout": options.dropout, "width": options.head_width, "lr_factor": options.head_lr_factor}
-    return Fitted(history, facts, out_of_fold(net, features, clean, config, weights, head), reference)
+    clean = len(run.data.train)  # the cached training features start with the unaugmented view
+    penult = penultimate(net, features.splits.train.images[:clean])
+    reference = HeldOut(np.zeros((clean, 0)), run.data.train.labels, penult, "cached training features")
+    return Fitted(history, facts, out_of_fold(net, on_features, clean, options.head), reference)
 
 
 def _phase_two(
-    net: keras.Model,
-    data: TrainingData,
-    config: TrainConfig,
-    weights: dict[int, float] | None,
-    options: FinetuneOptions,
-    history: list[dict[str, float]],
-    on_epoch: Callable[[EpochInfo], None] | None,
-    callbacks: Sequence[Any],
+    net: keras.Model, run: TrainRun, history: list[dict[str, float]]
 ) -> tuple[list[dict[str, float]], int]:
-    """Fine-tune; go back to the phase-1 weights unless phase 2 reached a lower monitored loss."""
-    monitor = monitor_metric(data)
+    """Fine-tune after phase 1's ``history``; go back to the phase-1 weights unless phase 2
+    reached a lower monitored loss. Returns phase 2's rows and the kept phase."""
+    monitor = monitor_metric(run.data)
     phase_one = [v.numpy() for v in net.weights]
-    rows = _phase(2, fine_tune(net, data, config, weights, options, on_epoch, callbacks), len(history))
+    rows = _phase(2, fine_tune(net, run), len(history))
     if _best(rows, monitor) < _best(history, monitor):
         return rows, 2
     net.set_weights(phase_one)
@@ -172,14 +160,13 @@ def _phase_two(
     return rows, 1
 
 
-def cache_features(
-    backbone: keras.Model, data: TrainingData, config: TrainConfig, options: FinetuneOptions
-) -> TrainingData:
-    """The training and validation splits with each image replaced by its backbone features.
+def cache_features(backbone: keras.Model, run: TrainRun) -> TrainingData:
+    """``run.data``'s training and validation splits with each image replaced by its backbone features.
 
     Training images are taken once as they are and ``augmented_views`` more times through the
     training augmentation; validation images once, unaugmented. The test split is left untouched.
     """
+    data, config, options = run.data, run.config, run.options
     clean = feature_function(backbone)
     parts = [extract_features(clean, data.train.images, options.feature_batch_size)]
     augmentation = build_augmentation(config.augment, config.seed) if options.augmented_views else None
@@ -243,20 +230,13 @@ def extract_features(
     return out
 
 
-def fine_tune(
-    net: keras.Model,
-    data: TrainingData,
-    config: TrainConfig,
-    weights: dict[int, float] | None,
-    options: FinetuneOptions,
-    on_epoch: Callable[[EpochInfo], None] | None = None,
-    callbacks: Sequence[Any] = (),
-) -> list[dict[str, float]]:
+def fine_tune(net: keras.Model, run: TrainRun) -> list[dict[str, float]]:
     """Phase 2: unfreeze the top blocks and fit the whole classifier on augmented pixels at a low rate.
 
     The backbone stays called with ``training=False`` and its BatchNorm layers stay frozen, so the
     moving statistics never change; the backbone is frozen again afterwards.
     """
+    config, options = run.config, run.options
     backbone = net.get_layer(BACKBONE)
     unfrozen = unfreeze_top_blocks(backbone, options.fine_tune_blocks)
     log.info("phase 2: fine-tuning %d layers of the backbone", len(unfrozen))
@@ -267,7 +247,7 @@ def fine_tune(
         warmup_epochs=0,
     )
     try:
-        return fit(net, data, phase_config, weights, on_epoch, callbacks)  # compiles anew: trainable changed
+        return fit_run(net, dataclasses.replace(run, config=phase_config))  # compiles anew: trainable changed
     finally:
         backbone.trainable = False
 

@@ -4,8 +4,7 @@ fresh heads for out-of-fold predictions, and the rates they train at."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -13,13 +12,22 @@ import numpy as np
 from classify_job.decisions.calibration import HeldOut
 from classify_job.nets.efficientnet_lite import FEATURES, head_layers
 from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
-from classify_job.train.dataset import LoadedSplit, TrainingData
-from classify_job.train.fit import EpochInfo, fit
+from classify_job.train.dataset import LoadedSplit
+from classify_job.train.state import TrainRun, fit_run
 
 NO_AUGMENT = AugmentConfig("none", 0.0, 0.0, 0.0, 0.0, 0.0)
 FOLDS = 5
 HEAD_LAYERS = ("head_dropout", "head_hidden", "predictions")
+
+
+@dataclass(frozen=True)
+class Head:
+    """A head's shape and rate: its dropout, the width of its hidden layer (0: none) and its
+    learning rate as a multiple of the run's."""
+
+    dropout: float
+    width: int
+    lr_factor: float
 
 
 def head_model(net: keras.Model) -> keras.Model:
@@ -49,59 +57,44 @@ def fresh_head(classes: int, dropout: float, width: int = 0) -> keras.Model:
     return keras.Sequential([keras.Input((FEATURES,)), *head_layers(classes, dropout, width)])
 
 
-def fit_head(
-    net: keras.Model,
-    features: TrainingData,
-    config: TrainConfig,
-    weights: dict[int, float] | None,
-    lr_factor: float,
-    on_epoch: Callable[[EpochInfo], None] | None = None,
-    callbacks: Sequence[Any] = (),
-) -> list[dict[str, float]]:
-    """Train the classifier's own head layers on cached features, with :func:`fit`'s optimizer,
-    early stopping and rate reduction; augmentation already lives in the cached views."""
-    return fit_head_model(head_model(net), features, config, weights, lr_factor, on_epoch, callbacks)
+def fit_head(net: keras.Model, features: TrainRun, lr_factor: float) -> list[dict[str, float]]:
+    """Train the classifier's own head layers on the cached features that are ``features.data``,
+    with :func:`~classify_job.train.fit.fit`'s optimizer, early stopping and rate reduction;
+    augmentation already lives in the cached views."""
+    return fit_head_model(head_model(net), features, lr_factor)
 
 
-def fit_head_model(
-    head, features, config, weights, lr_factor, on_epoch=None, callbacks=()
-) -> list[dict[str, float]]:
+def fit_head_model(head: keras.Model, features: TrainRun, lr_factor: float) -> list[dict[str, float]]:
     """Fit a head (features -> probabilities) at ``lr_factor`` times the rate, without augmentation."""
+    config = features.config
     head_config = dataclasses.replace(
         config, augment=NO_AUGMENT, learning_rate=config.learning_rate * lr_factor
     )
-    return fit(head, features, head_config, weights, on_epoch, callbacks)
+    return fit_run(head, dataclasses.replace(features, config=head_config))
 
 
-def out_of_fold(
-    net: keras.Model,
-    features: TrainingData,
-    clean: int,
-    config: TrainConfig,
-    weights: dict[int, float] | None,
-    head: dict[str, Any],
-) -> HeldOut | None:
-    """Predictions for every training image from a head that never saw it, plus the validation
-    split through the trained head: calibration data on the model's own features.
-
-    ``head`` holds the head's ``dropout``, ``width`` and ``lr_factor``.
-    """
-    x, y = features.train.images[:clean], features.train.labels[:clean]
+def out_of_fold(net: keras.Model, features: TrainRun, clean: int, head: Head) -> HeldOut | None:
+    """Predictions for the first ``clean`` training images of ``features.data`` (the unaugmented
+    view) from a head that never saw them, plus the validation split through the trained head:
+    calibration data on the model's own features."""
+    data = features.data
+    x, y = data.train.images[:clean], data.train.labels[:clean]
     if len(y) < 2 * FOLDS:
         return None
-    fold = np.random.default_rng(config.seed).permutation(len(y)) % FOLDS
+    fold = np.random.default_rng(features.config.seed).permutation(len(y)) % FOLDS
     probs = np.zeros((len(y), net.output_shape[-1]), np.float32)
+    quiet = dataclasses.replace(features, on_epoch=None, callbacks=())  # the folds report no progress
     for k in range(FOLDS):
-        model = fresh_head(net.output_shape[-1], head["dropout"], head["width"])
-        part = dataclasses.replace(features, train=LoadedSplit(x[fold != k], y[fold != k], ()))
-        fit_head_model(model, part, config, weights, head["lr_factor"])
+        model = fresh_head(net.output_shape[-1], head.dropout, head.width)
+        part = dataclasses.replace(data, train=LoadedSplit(x[fold != k], y[fold != k], ()))
+        fit_head_model(model, dataclasses.replace(quiet, data=part), head.lr_factor)
         probs[fold == k] = np.asarray(model.predict(x[fold == k], batch_size=256, verbose=0))
     source = f"{FOLDS}-fold out-of-fold predictions on cached training features"
     sources = [HeldOut(probs, y, penultimate(net, x), source)]
-    if len(features.val):
-        val = features.val.images
+    if len(data.val):
+        val = data.val.images
         val_probs = np.asarray(head_model(net).predict(val, batch_size=256, verbose=0))
-        sources.append(HeldOut(val_probs, features.val.labels, penultimate(net, val), "the validation split"))
+        sources.append(HeldOut(val_probs, data.val.labels, penultimate(net, val), "the validation split"))
     return HeldOut(
         np.concatenate([s.probs for s in sources]),
         np.concatenate([s.labels for s in sources]),

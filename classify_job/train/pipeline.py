@@ -2,12 +2,14 @@
 
 ``train(TrainConfig(...))`` indexes and decodes the data once into uint8 arrays, fits the network
 with its architecture's recipe, evaluates the kept weights on the test split and writes the bundle
-with :mod:`classify_job.train.artifacts`.
+into a staging folder (:mod:`classify_job.train.staging`): the model and reports
+(:mod:`classify_job.train.artifacts`), the decision rule's files, the exported graphs (verified on
+the test images already decoded, with the model in memory: nothing is read back), the model card,
+and last ``bundle.json``, written once from the spec each stage has added to.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,20 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from classify_job.bundle import SPEC_FILE, BundleSpec
+from classify_job.bundle import SPEC_FILE, BundleSpec, write_spec
 from classify_job.decisions.calibration import HeldOut
-from classify_job.decisions.fitting import calibration_data, fit_decision_rule
+from classify_job.decisions.fitting import calibration_data, fit_rule
 from classify_job.errors import DatasetError, ExportError, InputError, OutputError
 from classify_job.runtime import set_seeds
-from classify_job.train.architectures import architecture, build_model, configure
+from classify_job.train.architectures import architecture, build_net, configure, parse_options
 from classify_job.train.artifacts import write_model_card, write_outputs
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import BadFile, TrainingData, class_weights, index_dataset, load_split
 from classify_job.train.evaluate import predict_with_features
-from classify_job.train.export import export_bundle
+from classify_job.train.export import decoded_images, export_graphs, with_exports
 from classify_job.train.fit import EpochInfo, best_epoch, monitor_metric
 from classify_job.train.metrics import EvaluationReport, report_from_probs
 from classify_job.train.staging import staged_bundle
+from classify_job.train.state import Trained, TrainRun
 
 log = logging.getLogger(__name__)
 
@@ -61,55 +64,73 @@ def train(
     on_epoch: Callable[[EpochInfo], None] | None = None,
     callbacks: Sequence[Any] = (),
     data: TrainingData | None = None,
-    before_commit: Callable[[Path], None] | None = None,
+    before_commit: Callable[[Path, BundleSpec], BundleSpec] | None = None,
 ) -> TrainResult:
     """Train ``config.arch`` on ``config.data_dir`` and write the bundle into ``config.out_dir``.
 
     ``on_epoch`` is called after every epoch (for progress displays); ``callbacks`` are extra Keras
     callbacks (for per-batch progress); ``data`` is the folder already decoded by
     :func:`prepare_data` with this config (tuning decodes it once for every trial);
-    ``before_commit`` adds files to the staged bundle before it is moved into place
-    (:mod:`classify_job.train.staging`).
+    ``before_commit(staging, spec)`` adds files to the staged bundle before it is moved into place
+    (:mod:`classify_job.train.staging`) and returns the spec to write, with what it adds.
     """
     started = time.perf_counter()
-    config = configure(config)
-    check_out_dir(config)
-    set_seeds(config.seed)
-    data = prepare_data(config) if data is None else data
-    weights = choose_class_weights(data.train.labels, len(data.index.classes), config.class_weighting)
-    net = build_model(
-        config.arch, len(data.index.classes), config.image_size, config.color_mode, config.arch_options
-    )
-    fitted = architecture(config.arch).fit(net, data, config, weights, on_epoch, callbacks)
-    history = fitted.history
-    test, report = _evaluate_best(net, data)
-    with staged_bundle(config.out_dir) as staging:
-        staged = dataclasses.replace(config, out_dir=staging)
-        spec = write_outputs(
-            net, staged, data, weights, history, report, time.perf_counter() - started, fitted.facts
-        )
-        spec = _decision_rule(staged, net, data, fitted, test, spec)
-        spec, export_warning = _export(staging, spec)
-        write_model_card(spec, report, staging / "README.md")
+    run = start_run(config, data, on_epoch, callbacks)
+    trained = fit_and_evaluate(run)
+    with staged_bundle(run.config.out_dir) as staging:
+        spec = write_outputs(staging, trained, time.perf_counter() - started)
+        spec = _with_decision_rule(staging, trained, spec)
+        spec, export_warning = _with_exports(staging, trained, spec)
+        write_model_card(spec, trained.report, staging / "README.md")
         if before_commit is not None:
-            before_commit(staging)
+            spec = before_commit(staging, spec)
+        write_spec(staging, spec)  # the one bundle.json, the last file staged
+    history = trained.fitted.history
     return TrainResult(
-        bundle_dir=config.out_dir,
+        bundle_dir=run.config.out_dir,
         spec=spec,
-        report=report,
+        report=trained.report,
         history=tuple(history),
-        split_sizes=data.split_sizes(),
-        bad_files=data.bad_files,
-        best_epoch=best_epoch(history, monitor_metric(data)),
+        split_sizes=run.data.split_sizes(),
+        bad_files=run.data.bad_files,
+        best_epoch=best_epoch(history, monitor_metric(run.data)),
         wall_time_s=time.perf_counter() - started,
         export_warning=export_warning,
     )
 
 
-def _export(bundle_dir: Path, spec: BundleSpec) -> tuple[BundleSpec, str | None]:
-    """The exported inference graphs; a failed export leaves the Keras bundle, and a warning."""
+def start_run(
+    config: TrainConfig,
+    data: TrainingData | None = None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainRun:
+    """Check ``config`` (its architecture's options parsed, once) and the output folder, seed,
+    decode the data unless given, and choose the class weights."""
+    config = configure(config)
+    options = parse_options(config)
+    check_out_dir(config)
+    set_seeds(config.seed)
+    data = prepare_data(config) if data is None else data
+    weights = choose_class_weights(data.train.labels, len(data.index.classes), config.class_weighting)
+    return TrainRun(config, data, options, weights, on_epoch, callbacks)
+
+
+def fit_and_evaluate(run: TrainRun) -> Trained:
+    """Build the network, fit it with its architecture's recipe, evaluate the kept weights."""
+    net = build_net(run)
+    fitted = architecture(run.config.arch).fit(net, run)
+    test, report = _evaluate_best(net, run.data)
+    return Trained(run, net, fitted, test, report)
+
+
+def _with_exports(staging: Path, trained: Trained, spec: BundleSpec) -> tuple[BundleSpec, str | None]:
+    """The exported inference graphs, verified on the test images decoded for training against the
+    model in memory: model.keras was saved from it a moment ago, and reading the file back would
+    test Keras' saving, not the export. A failed export leaves the Keras bundle, and a warning."""
     try:
-        return export_bundle(bundle_dir).spec, None
+        check = decoded_images(trained.run.data, spec.extra["training"]["data_dir"])
+        return with_exports(spec, export_graphs(trained.net, staging, check)), None
     except (ExportError, InputError) as exc:
         log.warning("the bundle has no exported graph (classify will use Keras): %s", exc)
         return spec, str(exc)
@@ -162,11 +183,15 @@ def _evaluate_best(net: Any, data: TrainingData) -> tuple[HeldOut, EvaluationRep
     return HeldOut(probs, split.labels, features, f"the {name} split"), report
 
 
-def _decision_rule(config, net, data, fitted, test: HeldOut, spec: BundleSpec) -> BundleSpec:
-    """Calibration, accept thresholds and the unfamiliar cut-off; the old rule without held-out data."""
-    found = calibration_data(net, data, fitted)
+def _with_decision_rule(staging: Path, trained: Trained, spec: BundleSpec) -> BundleSpec:
+    """Calibration, accept thresholds and the unfamiliar cut-off fitted on ``trained``'s held-out
+    predictions and measured on its test split, their files written into ``staging``; the old
+    rule without a validation split (nothing held out to fit on)."""
+    found = calibration_data(trained.net, trained.run.data, trained.fitted)
     if found is None:
         log.warning("no validation split to calibrate on: the bundle keeps the fixed review rule")
         return spec
-    honest_test = test if test.source == "the test split" else None
-    return fit_decision_rule(config.out_dir, spec, found, honest_test, config.target_precision)
+    honest_test = trained.test if trained.test.source == "the test split" else None
+    rule = fit_rule(spec, found, honest_test, trained.run.config.target_precision)
+    rule.write_files(staging)
+    return rule.recorded_in(spec)

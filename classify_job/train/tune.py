@@ -22,18 +22,19 @@ from typing import Any
 import numpy as np
 
 from classify_job import atomic
-from classify_job.bundle import read_spec, write_spec
+from classify_job.bundle import BundleSpec
 from classify_job.config import check, merge, read_job_table
 from classify_job.errors import DatasetError, InputError
 from classify_job.nets import pretrained
 from classify_job.runtime import set_seeds
-from classify_job.train.architectures import build_model, configure
+from classify_job.train.architectures import build_net, parse_options
 from classify_job.train.augment import AugmentConfig, build_augmentation
 from classify_job.train.config import TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
-from classify_job.train.finetune import FinetuneOptions, extract_features, feature_function, fit_on_features
-from classify_job.train.pipeline import TrainResult, check_out_dir, choose_class_weights, prepare_data, train
+from classify_job.train.finetune import CachedFeatures, extract_features, feature_function, fit_on_features
+from classify_job.train.pipeline import TrainResult, start_run, train
 from classify_job.train.plots import plot_trials
+from classify_job.train.state import TrainRun
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +107,18 @@ def scaled(augment: AugmentConfig, strength: float) -> AugmentConfig:
 
 
 class TrialRunner:
-    """Runs trials on one decoded dataset, keeping each augmentation strength's cached views, and
-    keeps the record of every trial: settings, kind, status, validation figures, seconds."""
+    """Runs trials on one decoded dataset (the base ``run``), keeping each augmentation strength's
+    cached views, and keeps the record of every trial: settings, kind, status, validation
+    figures, seconds."""
 
-    def __init__(self, base: TrainConfig, data: TrainingData, weights, budget_s: float, started: float):
-        self.base, self.data, self.weights = base, data, weights
+    def __init__(self, run: TrainRun, budget_s: float, started: float):
+        self.run, self.base, self.data = run, run.config, run.data
         self.budget_s, self.started = budget_s, started
         self.records: list[dict[str, Any]] = []
-        self.backbone = pretrained.pretrained_backbone(base.image_size, fast=True)
-        batch = FinetuneOptions.from_dict(base.arch_options).feature_batch_size
+        self.backbone = pretrained.pretrained_backbone(self.base.image_size, fast=True)
+        batch = run.options.feature_batch_size
         self.extract = lambda fn, images: extract_features(fn, images, batch)
+        data = self.data
         t0 = time.perf_counter()
         clean = feature_function(self.backbone)
         self.clean = (self.extract(clean, data.train.images), self.extract(clean, data.val.images))
@@ -156,7 +159,7 @@ class TrialRunner:
         cost = missing * n * self.seconds_per_image + self._head_seconds()
         blocks = int(values["fine_tune_blocks"])
         if blocks:
-            epochs = FinetuneOptions.from_dict(self.base.arch_options).fine_tune_epochs
+            epochs = self.run.options.fine_tune_epochs
             guess = epochs * (PHASE_TWO_PASSES * n + len(self.data.val)) * self.seconds_per_image
             cost += self.phase_two_s.get(blocks, guess)
         return cost
@@ -168,10 +171,10 @@ class TrialRunner:
     def _fit(self, values: dict[str, Any]) -> list[dict[str, float]]:
         set_seeds(self.base.seed)
         config = trial_config(self.base, values)
+        trial = dataclasses.replace(self.run, config=config, options=parse_options(config))  # its own options
         features = self._features(config, float(values["augment_strength"]), int(values["augmented_views"]))
-        net = build_model(config.arch, len(self.data.index.classes), config.image_size, config.color_mode,
-                          config.arch_options)  # fmt: skip
-        return fit_on_features(net, self.data, features, config, self.weights, calibration=False).history
+        net = build_net(trial)
+        return fit_on_features(net, trial, CachedFeatures(features), calibration=False).history
 
     def _features(self, config: TrainConfig, strength: float, views: int) -> TrainingData:
         cached = self.views.setdefault(strength, [])
@@ -255,14 +258,11 @@ def tune(config: TuneConfig) -> TuneResult:
     """Search, then train the bundle with the best trial's settings into ``config.train.out_dir``,
     with ``trials.csv`` and ``trials.png`` beside it and ``extra.tuning`` in ``bundle.json``."""
     started = time.perf_counter()
-    base = configure(config.train)
-    check_out_dir(base)  # before the search, not after it
-    set_seeds(base.seed)
-    data = prepare_data(base)
+    run = start_run(config.train)  # the output folder checked before the search, not after it
+    base, data = run.config, run.data
     if not len(data.val):
         raise DatasetError(f"tune needs a validation split; {base.data_dir} gave none (use --val-split > 0)")
-    weights = choose_class_weights(data.train.labels, len(data.index.classes), base.class_weighting)
-    runner = TrialRunner(base, data, weights, config.budget_minutes * 60, started)
+    runner = TrialRunner(run, config.budget_minutes * 60, started)
     with tempfile.TemporaryDirectory() as state:  # keras-tuner's own files; trials.csv is the record
         run_search(runner, config.trials, base.seed, state)
     search_s = time.perf_counter() - started
@@ -271,24 +271,34 @@ def tune(config: TuneConfig) -> TuneResult:
         raise DatasetError(
             f"no trial finished within {config.budget_minutes:g} minutes; raise --budget-minutes"
         )
+    search = Search(runner.records, best, search_s)
     result = train(  # the trials go into the staged bundle, so it appears with them
         trial_config(base, best),
         data=data,
-        before_commit=lambda staging: write_trials(staging, runner.records, best, config, search_s),
+        before_commit=lambda staging, spec: write_trials(staging, spec, search, config),
     )
     final_s = time.perf_counter() - started - search_s
     return TuneResult(result, runner.records, best, search_s, final_s)
 
 
-def write_trials(bundle_dir: Path, records: list[dict[str, Any]], best: dict, config: TuneConfig,
-                 search_s: float) -> None:  # fmt: skip
-    """``trials.csv``, ``trials.png`` and ``extra.tuning`` in ``bundle.json`` (model_id unchanged)."""
+@dataclass(frozen=True)
+class Search:
+    """What the search found: every trial's record, the best finished one, and its seconds."""
+
+    records: list[dict[str, Any]]
+    best: dict[str, Any]
+    seconds: float
+
+
+def write_trials(bundle_dir: Path, spec: BundleSpec, search: Search, config: TuneConfig) -> BundleSpec:
+    """``trials.csv`` and ``trials.png`` into ``bundle_dir``; returns ``spec`` with ``extra.tuning``
+    (model_id unchanged), for training to write."""
     import pandas as pd
 
+    records, best, search_s = search.records, search.best, search.seconds
     with atomic.atomic_path(bundle_dir / "trials.csv") as tmp:
         pd.DataFrame(records).to_csv(tmp, index=False)
     plot_trials(records, config.budget_minutes * 60, bundle_dir / "trials.png")
-    spec = read_spec(bundle_dir)
     tuning = {
         "trials_asked": config.trials,
         "trials_run": sum(r["status"] == "ok" for r in records),
@@ -300,4 +310,4 @@ def write_trials(bundle_dir: Path, records: list[dict[str, Any]], best: dict, co
             k: best[k] for k in (*HEAD_SETTINGS, *FEATURE_SETTINGS, "trial", "val_loss", "val_accuracy")
         },
     }
-    write_spec(bundle_dir, dataclasses.replace(spec, extra={**spec.extra, "tuning": tuning}))
+    return dataclasses.replace(spec, extra={**spec.extra, "tuning": tuning})

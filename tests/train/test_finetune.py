@@ -12,6 +12,7 @@ import pytest
 from classify_job.bundle import load_bundle
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.pipeline import run_classify
+from classify_job.config import build
 from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.train import finetune
@@ -19,6 +20,7 @@ from classify_job.train.architectures import configure
 from classify_job.train.augment import AugmentConfig, build_augmentation
 from classify_job.train.config import TrainConfig
 from classify_job.train.pipeline import prepare_data, train
+from classify_job.train.state import TrainRun
 
 SIZE = (32, 32)
 NO_AUGMENT = AugmentConfig("none", 0, 0, 0, 0, 0)
@@ -121,8 +123,11 @@ def test_phase_one_caches_features_once_keeps_the_backbone_and_classifies(tiny_t
         return original(features_of, images, batch_size)
 
     monkeypatch.setattr(finetune, "extract_features", counting)
+    parsed = []
+    monkeypatch.setattr(finetune, "build", lambda *args: parsed.append(args) or build(*args))
     config = lite_config(data, tmp_path / "model", arch_options={"augmented_views": 1}, augment=CHEAP_AUGMENT)
     result = train(config)
+    assert len(parsed) == 1  # arch_options parsed once, when the run starts
     sizes = result.split_sizes
     # one clean and one augmented view of each training image, one of each validation image; no more,
     # however many epochs the head trained
@@ -158,13 +163,13 @@ def test_the_better_phase_is_kept(tiny_tree, tmp_path, monkeypatch):
 
         return run
 
-    options = finetune.FinetuneOptions(fine_tune_blocks=1)
+    run = TrainRun(config, data, finetune.FinetuneOptions(fine_tune_blocks=1))
     monkeypatch.setattr(finetune, "fine_tune", fake_fine_tune(2.0))
-    rows, kept = finetune._phase_two(net, data, config, None, options, phase_one, None, ())
+    rows, kept = finetune._phase_two(net, run, phase_one)
     assert kept == 1 and rows[0]["phase"] == 2 and rows[0]["epoch"] == 2
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, net.weights, strict=True))
     monkeypatch.setattr(finetune, "fine_tune", fake_fine_tune(0.5))
-    _, kept = finetune._phase_two(net, data, config, None, options, phase_one, None, ())
+    _, kept = finetune._phase_two(net, run, phase_one)
     assert kept == 2 and not np.array_equal(before[-2], net.get_layer("predictions").kernel.numpy())
 
 
@@ -173,7 +178,7 @@ def test_phase_two_changes_only_the_unfrozen_blocks(tiny_tree, tmp_path):
     data = prepare_data(config)
     net = finetune.build_pretrained_classifier(3, SIZE, 3)
     options = finetune.FinetuneOptions(fine_tune_blocks=2, fine_tune_epochs=2)
-    rows = finetune.fine_tune(net, data, config, None, options)
+    rows = finetune.fine_tune(net, TrainRun(config, data, options))
     assert len(rows) >= 1 and rows[0]["learning_rate"] == pytest.approx(0.01)
     changed = changed_layers(net, imagenet_backbone_weights())
     assert changed and changed <= {

@@ -26,7 +26,7 @@ from test_run import tiny_config
 def killed(*args, **kwargs):  # the model and reports are staged; calibration and exports are not
     os._exit(9)
 
-run._decision_rule = killed
+run._with_decision_rule = killed
 run.train(tiny_config(Path(sys.argv[1]), Path(sys.argv[2]), overwrite=True))
 """
 
