@@ -20,6 +20,7 @@ from classify_job import atomic
 from classify_job.bundle import BundleSpec, save_model
 from classify_job.decisions.card import decision_lines
 from classify_job.hashing import SPLIT_HASH, content_hash
+from classify_job.runtime import xla_settings
 from classify_job.train.dataset import BadFile, TrainingData
 from classify_job.train.evaluate import write_report
 from classify_job.train.fit import best_epoch, monitor_metric
@@ -66,6 +67,7 @@ def write_outputs(directory: Path, trained: Trained, wall_time_s: float) -> Bund
             "run": {k: v for k, v in training.items() if k != "config"},
             "metrics": report.summary(),
             "versions": library_versions(),
+            "xla": xla_settings(),  # the CPU kernels XLA trained with
             "training_hashes": write_training_hashes(directory, data),
             **trained.fitted.facts,
         },

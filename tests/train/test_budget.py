@@ -58,12 +58,14 @@ def tiny_data(n: int = 24) -> TrainingData:
     return TrainingData(SimpleNamespace(classes=("r", "g", "b")), split, split, empty)
 
 
-def config(tmp_path: Path, **kwargs) -> TrainConfig:
+def config(data: Path, **kwargs) -> TrainConfig:
     options = dict(
         epochs=10, batch_size=8, image_size=(16, 16), augment=AugmentConfig("none", 0, 0, 0, 0, 0),
-        lr_schedule="cosine", warmup_epochs=1, patience=10, learning_rate=3e-3,
+        val_split=0.25, test_split=0.25, lr_schedule="cosine", warmup_epochs=1, patience=10,
+        learning_rate=3e-3,
     )  # fmt: skip
-    return TrainConfig(tmp_path, tmp_path / "out", **{**options, **kwargs})
+    paths = {"data_dir": data, "out_dir": data / "out"}  # fitting alone writes nothing there
+    return TrainConfig(**{**paths, **options, **kwargs})
 
 
 def test_epochs_are_sized_to_the_budget_and_the_best_weights_are_kept(tmp_path):
@@ -155,3 +157,17 @@ def test_cli_rejects_a_negative_budget_with_exit_2(tiny_tree, tmp_path):
     )
     assert result.exit_code == 2, result.output
     assert "budget_minutes" in result.output
+
+
+def test_the_bundle_records_the_budget_and_the_xla_settings(tiny_tree, tmp_path):
+    """Through ``train``: a budget spent before the first batch ends leaves one epoch, recorded."""
+    from classify_job.bundle import read_spec
+    from classify_job.runtime import xla_settings
+    from classify_job.train.pipeline import train
+
+    cfg = config(tiny_tree(per_class=6), out_dir=tmp_path / "model", epochs=3, budget_minutes=1e-6)
+    result = train(cfg)
+    extra = read_spec(result.bundle_dir).extra
+    assert extra["budget"]["epochs_run"] == 1 == len(result.history)
+    assert extra["budget"]["stopped_because"] == "budget spent within an epoch"
+    assert extra["xla"] == xla_settings() and extra["xla"]["jaxlib"] == extra["versions"]["jaxlib"]
