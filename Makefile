@@ -22,7 +22,7 @@ UV         := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: install install-airflow lock classify demo train tune check-data evaluate bench-backbone bench-engines bench-scale bench-peers \
-	bench-finetune bench-fashion-mnist bench-calibration bench-coverage bench-loop report test test-slow test-all lint format clean
+	bench-finetune bench-fashion-mnist bench-train-step bench-calibration bench-coverage bench-loop report test test-slow test-all lint format clean
 
 install: $(STAMP)
 
@@ -97,6 +97,9 @@ bench-loop: install  ## held-out accuracy bought by 100 reviewed images: review 
 
 bench-fashion-mnist: install  ## CNN from scratch on Fashion-MNIST, official test split (JSON)
 	$(BIN)/python benchmarks/bench_fashion_mnist.py
+
+bench-train-step: install  ## XLA CPU kernel settings side by side: ms per CNN and Lite0 fine-tune step, Lite0 forward, GFLOP/s (JSON)
+	$(BIN)/python benchmarks/bench_train_step.py $(ARGS)
 
 report: install  ## make report OUT=out/NAME
 	$(BIN)/classify-job report $(OUT)
