@@ -11,7 +11,8 @@ see the same machine load; a process times, after warm-up steps:
   features out), batch 32.
 Settings: ``xla-default`` (YNNPACK convolutions) and ``eigen`` (``CLASSIFY_JOB_CONV_KERNELS``, see
 classify_job/runtime.py). The persistent XLA cache keys on XLA_FLAGS, so after the first round
-nothing compiles. Expected: ~4 minutes for 3 rounds on 2 cores. Prints one JSON object: the
+nothing compiles. Expected: 3 rounds took 13 minutes on 2 cores with a load average of 10; an
+idle machine should need about a quarter of that. Prints one JSON object: the
 processor, jaxlib, per setting and workload the median ms per step and every round's median, the
 ratio eigen / xla-default, and the CNN step's GFLOP/s against the machine's peak.
 ``--paired N`` adds the robust figure for a shared machine: in one process, each workload's
@@ -46,13 +47,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.workloads, args.steps, args.paired)))
         return
+    started = time.perf_counter()
     if args.paired:
         args.paired_result = run_child("xla-default", args, ["--paired", str(args.paired)])
     rounds = {s: [] for s in SETTINGS}
     for r in range(args.rounds):
         for setting in SETTINGS if r % 2 == 0 else SETTINGS[::-1]:
             rounds[setting].append(run_child(setting, args))
-    print(json.dumps(summary(rounds, args), indent=2))
+    print(json.dumps({**summary(rounds, args), "wall_s": round(time.perf_counter() - started)}, indent=2))
 
 
 def run_child(setting: str, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict:
