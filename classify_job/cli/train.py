@@ -13,6 +13,10 @@ from classify_job.cli.commands import Command, settings_command
 from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION as TARGET
 
 TRAIN_CONFIG = "classify_job.train.config:TrainConfig"
+PRECISION_SCOPE = typer.Option(
+    help="class: the target precision holds for each class; overall: for all accepted labels together "
+    "(one pooled threshold, a weaker guarantee for classes with little evidence)."
+)
 
 
 def image_sizes() -> str:
@@ -68,6 +72,13 @@ def train(
         float | None,
         typer.Option(help="Size the epochs (and the cosine schedule) to this many minutes of fitting."),
     ] = None,
+    precision_scope: Annotated[str | None, PRECISION_SCOPE] = None,
+    attributes: Annotated[
+        str | None,
+        typer.Option(
+            help='Decide attributes of the class names too, e.g. "gender=male,female garment=trousers,jeans".'
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Train a classifier on DATA and write a model bundle (model, labels, metrics, plots) to --out."""
@@ -81,6 +92,7 @@ def train(
                 image_size=image_size, color_mode=color_mode, seed=seed, val_split=val_split,
                 test_split=test_split, learning_rate=learning_rate, overwrite=overwrite,
                 target_precision=target_precision, budget_minutes=budget_minutes,
+                precision_scope=precision_scope, attributes=attributes,
                 arch_options={k: v for k, v in arch_flags.items() if v is not None} or None,
             )
         ),
@@ -236,6 +248,7 @@ def calibrate(
     target_precision: Annotated[
         float, typer.Option(help="Precision auto-accepted labels must reach, per class.")
     ] = TARGET,
+    precision_scope: Annotated[str, PRECISION_SCOPE] = "class",
     verbose: Verbose = False,
 ) -> None:
     """Refit calibration, per-class accept thresholds and the unfamiliar cut-off of BUNDLE on DATA.
@@ -246,7 +259,7 @@ def calibrate(
     from classify_job.cli.console import decision_table, stdout
     from classify_job.decisions.fitting import recalibrate_bundle
 
-    spec = invoke(lambda: recalibrate_bundle(bundle, data, out, target_precision), verbose)
+    spec = invoke(lambda: recalibrate_bundle(bundle, data, out, target_precision, precision_scope), verbose)
     stdout.print(decision_table(spec))
     stdout.print(
         f"Recalibrated bundle: {out} ({spec.calibration['calibration_id']})", markup=False, soft_wrap=True

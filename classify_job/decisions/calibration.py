@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def candidate_cuts(conf: np.ndarray, target: float) -> np.ndarray:
     n = len(conf)
     if n == 0:
         return np.zeros(0, int)
-    ranks = np.ceil(np.arange(1, SEQUENCE_STEPS + 1) / SEQUENCE_STEPS * n).astype(int) - 1
+    ranks = -(-np.arange(1, SEQUENCE_STEPS + 1) * n // SEQUENCE_STEPS) - 1  # ceil(k n / steps) - 1, exact
     tie_ends = np.r_[np.flatnonzero(conf[1:] < conf[:-1]), n - 1]
     cuts = np.unique(tie_ends[np.searchsorted(tie_ends, ranks)])
     return cuts[cuts + 1 >= needed_for(target)]
@@ -239,6 +240,46 @@ def _share_of(pooled: dict, confidence: np.ndarray, right: np.ndarray) -> dict:
         "lower_bound": round(float(lower_bound(correct, accepted)), 4),
         "share_accepted": round(accepted / len(confidence), 4) if len(confidence) else 0.0,
     }
+
+
+def tradeoff_curve(confidence: np.ndarray, correct: np.ndarray) -> list[dict]:
+    """Share accepted against precision: at each cut of the fixed sequence (the top 5%, 10%, ...
+    of the predictions by confidence), its threshold, the precision of what it accepts and that
+    precision's lower bound, so a target can be chosen knowing what it buys."""
+    order = np.argsort(-np.asarray(confidence, np.float64), kind="stable")
+    conf, correct_at = np.asarray(confidence, np.float64)[order], np.cumsum(np.asarray(correct, bool)[order])
+    cuts = candidate_cuts(conf, 0.5)  # every cut: a target of 0.5 needs a single prediction
+    bounds = lower_bound(correct_at[cuts], cuts + 1)
+    return [
+        {
+            "share_accepted": round((m + 1) / len(conf), 4),
+            "threshold": round(float(conf[m]), 6),
+            "precision": round(float(correct_at[m] / (m + 1)), 4),
+            "lower_bound": round(float(b), 4),
+        }
+        for m, b in zip(cuts, bounds, strict=True)
+    ]
+
+
+def tradeoff_curves(
+    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], attributes: tuple[Attribute, ...] = ()
+) -> dict[str, Any]:
+    """:func:`tradeoff_curve` per class (its own predictions), for all predictions together, and
+    per attribute (on its marginal probability)."""
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    right = predicted == labels
+    curves = {
+        "classes": {
+            n: tradeoff_curve(confidence[predicted == c], right[predicted == c]) for c, n in enumerate(names)
+        },
+        "overall": tradeoff_curve(confidence, right),
+        "attributes": {},
+    }
+    for attribute in attributes:
+        marginal = attribute.marginals(probs)
+        hit = marginal.argmax(axis=1) == attribute.label_values(labels)
+        curves["attributes"][attribute.name] = tradeoff_curve(marginal.max(axis=1), hit)
+    return curves
 
 
 def attribute_thresholds(

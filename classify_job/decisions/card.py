@@ -37,14 +37,15 @@ def decision_lines(spec: BundleSpec) -> list[str]:
         f"- Calibration `{cal['calibration_id']}`: temperature scaling, T = {cal['temperature']:.4g}, "
         f"fitted on {cal['fitted_on']} ({cal['images']:,} images).",
         *_test_lines(cal),
-        "- Thresholds: the lowest calibrated confidence at which the one-sided 95% Clopper-Pearson lower",
-        f"  bound on precision reaches {target} on held-out predictions.",
+        *_guarantee_lines(cal.get("guarantee"), target),
         "",
-        "| class | accept at | correct / accepted | lower bound | share of its predictions |",
-        "| --- | --- | --- | --- | --- |",
+        "| class | accept at | correct / accepted | lower bound | share of its predictions | tests run |",
+        "| --- | --- | --- | --- | --- | --- |",
         *(_threshold_row(label, t) for label, t in spec.accept_thresholds.items()),
         "",
         *_never_lines(spec.accept_thresholds),
+        *_attribute_lines(cal.get("attributes") or {}),
+        *_curve_lines(cal.get("curves")),
         f"- Unfamiliar images: {unfamiliar.get('method', 'none')} on the {unfamiliar.get('features')}; "
         f"the cut-off {unfamiliar.get('cutoff', float('nan')):.4g} passes "
         f"{unfamiliar.get('familiar_recall', 0):.0%} of familiar images ({unfamiliar.get('cutoff_on')}).",
@@ -71,16 +72,98 @@ def _test_lines(cal: dict[str, Any]) -> list[str]:
     ]
 
 
+def _guarantee_lines(guarantee: dict[str, Any] | None, target: float) -> list[str]:
+    if not guarantee:  # a bundle from before the fixed-sequence test
+        return [
+            "- Thresholds: the lowest calibrated confidence at which the one-sided 95% Clopper-Pearson lower",
+            f"  bound on precision reaches {target} on held-out predictions.",
+        ]
+    lines = [
+        f"- Guarantee ({guarantee['scope']} scope, alpha {guarantee['alpha']}): {guarantee['statement']}",
+        f"  Thresholds: {guarantee['test']} test of candidate thresholds from the strictest (the top 5%,",
+        "  10%, ... of the predictions by calibrated confidence), stopping at the first that fails.",
+    ]
+    evidence = guarantee.get("evidence") or {}
+    if guarantee["scope"] == "overall":
+        lines.append(
+            f"  Pooled evidence: {evidence.get('correct', 0)} of {evidence.get('accepted', 0)} accepted "
+            f"held-out labels correct, lower bound {evidence.get('lower_bound', 0):.3f}, after "
+            f"{evidence.get('tested', 0)} test(s) on {evidence.get('predicted', 0):,} predictions; the "
+            "per-class counts below describe that one threshold, they are not guarantees."
+        )
+    return lines
+
+
 def _threshold_row(label: str, t: dict[str, Any]) -> str:
     at = "never" if t["threshold"] is None else f"{t['threshold']:.3f}"
     return (
         f"| {label} | {at} | {t.get('correct', 0)} / {t.get('accepted', 0)} | "
-        f"{t.get('lower_bound', 0):.3f} | {t.get('share_accepted', 0):.0%} |"
+        f"{t.get('lower_bound', 0):.3f} | {t.get('share_accepted', 0):.0%} | {t.get('tested', 'n/a')} |"
     )
+
+
+def _attribute_lines(attributes: dict[str, Any]) -> list[str]:
+    if not attributes:
+        return []
+    return [
+        "- Attributes: each decided on its marginal probability (the summed calibrated probabilities of",
+        "  the classes that carry a value) against its own threshold, the same test on all its held-out",
+        "  predictions.",
+        "",
+        "| attribute | values | accept at | correct / accepted | lower bound | share accepted |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {name} | {', '.join(a['values'])} | "
+            + ("never" if a["threshold"] is None else f"{a['threshold']:.3f}")
+            + f" | {a.get('correct', 0)} / {a.get('accepted', 0)} | {a.get('lower_bound', 0):.3f} | "
+            f"{a.get('share_accepted', 0):.0%} |"
+            for name, a in attributes.items()
+        ),
+        "",
+    ]
+
+
+CURVE_SHARES = (0.2, 0.4, 0.6, 0.8, 1.0)  # the points of the trade-off curve the card shows
+
+
+def _curve_lines(curves: dict[str, Any] | None) -> list[str]:
+    """Share accepted against precision on held-out predictions: what a --target-precision buys."""
+    if not curves:
+        return []
+    rows = [("all labels", curves.get("overall") or [])]
+    rows += list((curves.get("classes") or {}).items())
+    rows += [(f"attribute {name}", c) for name, c in (curves.get("attributes") or {}).items()]
+    head = " | ".join(f"{share:.0%} accepted" for share in CURVE_SHARES)
+    return [
+        "- The trade-off on held-out predictions: precision (lower bound) when accepting the most",
+        "  confident share of each group's predictions. A target at or under a lower bound accepts",
+        "  about that share (`classify-job calibrate --target-precision P` moves it without retraining).",
+        "",
+        f"| predictions of | {head} |",
+        "| --- |" + " --- |" * len(CURVE_SHARES),
+        *(
+            f"| {name} | " + " | ".join(curve_cell(curve, s) for s in CURVE_SHARES) + " |"
+            for name, curve in rows
+        ),
+        "",
+    ]
+
+
+def curve_cell(curve: list[dict[str, Any]], share: float) -> str:
+    """The first point of ``curve`` accepting at least ``share``: "precision (lower bound)"."""
+    point = next((p for p in curve if p["share_accepted"] >= share - 1e-9), None)
+    return "n/a" if point is None else f"{point['precision']:.3f} ({point['lower_bound']:.3f})"
 
 
 def _never_lines(thresholds: dict[str, dict]) -> list[str]:
     never = [(label, t) for label, t in thresholds.items() if t["threshold"] is None]
+    if never and never[0][1].get("scope") == "overall":
+        t = never[0][1]
+        return [
+            f"- **No label is auto-accepted**: the pooled test needs at least {t['needed']} accepted "
+            f"predictions, all correct, to reach {t['target_precision']}, and its strictest threshold "
+            "did not meet the target. Label more images, or lower the target."
+        ]
     return [
         f"- **{label} is never auto-accepted**: the bound needs at least {t['needed']} accepted "
         f"predictions, all correct, to reach {t['target_precision']}; held-out data gave "

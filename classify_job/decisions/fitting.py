@@ -22,14 +22,19 @@ import numpy as np
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, bundle_file, write_spec
+from classify_job.decisions.attributes import Attribute, attributes_from_json
 from classify_job.decisions.calibration import (
+    CLASS,
+    SCOPES,
     SHRINKAGE,
     HeldOut,
-    accept_thresholds,
+    attribute_thresholds,
     calibration_figures,
     fit_temperature,
+    fit_thresholds,
     fit_unfamiliar,
     reliability,
+    tradeoff_curves,
     unfamiliar_cutoff,
 )
 from classify_job.decisions.card import rewrite_decisions
@@ -123,12 +128,14 @@ def fit_decision_rule(
     test: HeldOut | None,
     target: float = DEFAULT_TARGET_PRECISION,
     score: UnfamiliarScore | None = None,
+    scope: str = CLASS,
+    attributes: tuple[Attribute, ...] = (),
 ) -> BundleSpec:
     """:func:`fit_rule` for the bundle in ``bundle_dir`` (``score``: the one its ``unfamiliar.npz``
     holds, kept); writes its files and its ``bundle.json`` (once) and returns the new spec."""
     if score is not None:
         sets = dataclasses.replace(sets, kept=KeptScore(score, content_hash(bundle_dir / UNFAMILIAR_FILE)))
-    rule = fit_rule(spec, sets, test, target)
+    rule = fit_rule(spec, sets, test, target, scope, attributes)
     rule.write_files(bundle_dir)
     spec = rule.recorded_in(spec)
     write_spec(bundle_dir, spec)
@@ -136,16 +143,22 @@ def fit_decision_rule(
 
 
 def fit_rule(
-    spec: BundleSpec, sets: CalibrationSets, test: HeldOut | None, target: float = DEFAULT_TARGET_PRECISION
+    spec: BundleSpec,
+    sets: CalibrationSets,
+    test: HeldOut | None,
+    target: float = DEFAULT_TARGET_PRECISION,
+    scope: str = CLASS,
+    attributes: tuple[Attribute, ...] = (),
 ) -> FittedRule:
     """Fit on ``sets`` (the unfamiliar score from ``sets.reference`` unless ``sets.kept`` one),
-    measure on ``test``; nothing is written."""
+    measure on ``test``; nothing is written. ``scope``: what the precision guarantee covers
+    (``class`` or ``overall``); ``attributes``: decided too, each with its own threshold."""
     kept = sets.kept
     held_out = sets.held_out
     temperature = fit_temperature(held_out.probs, held_out.labels)
-    thresholds = accept_thresholds(
-        calibrate(held_out.probs, temperature), held_out.labels, spec.labels, target
-    )
+    probs = calibrate(held_out.probs, temperature)
+    thresholds, guarantee = fit_thresholds(probs, held_out.labels, spec.labels, target, scope)
+    per_attribute = attribute_thresholds(probs, held_out.labels, spec.labels, attributes, target)
     if kept is None:
         score = fit_unfamiliar(sets.reference.features, sets.reference.labels, len(spec.labels))
         buffer = io.BytesIO()
@@ -170,6 +183,9 @@ def fit_rule(
         "fitted_on": held_out.source,
         "images": len(held_out),
         **({"test": _test_figures(test, temperature)} if test is not None and len(test) else {}),
+        "guarantee": guarantee,
+        **({"attributes": per_attribute} if per_attribute else {}),
+        "curves": tradeoff_curves(probs, held_out.labels, spec.labels, attributes),
     }
     calibration["calibration_id"] = _calibration_id(calibration, thresholds, unfamiliar)
     rule = DecisionRule(
@@ -179,6 +195,8 @@ def fit_rule(
         thresholds=tuple(thresholds.get(label, {}).get("threshold") for label in spec.labels),
         score=score,
         cutoff=unfamiliar["cutoff"],
+        attributes=attributes,
+        attribute_thresholds=tuple(per_attribute[a.name]["threshold"] for a in attributes),
     )  # what DecisionRule.from_bundle reads back from these keys and the file
     measured = test is not None and len(test)
     return FittedRule(
@@ -233,11 +251,33 @@ def _outcome(rule: DecisionRule, data: HeldOut) -> dict[str, Any]:
         "share_accepted": round(float(accepted.mean()), 4),
         "precision_of_accepted": round(float(correct[accepted].mean()), 4) if accepted.any() else None,
         "per_class": per_class,
+        **_attribute_outcome(rule, decided, data.labels),
     }
 
 
+def _attribute_outcome(rule: DecisionRule, decided: Any, labels: np.ndarray) -> dict[str, Any]:
+    """Per attribute: share accepted and precision of the accepted values; and the share of images
+    with at least one attribute accepted."""
+    if not rule.attributes:
+        return {}
+    found, any_accepted = {}, np.zeros(len(labels), bool)
+    for attribute in rule.attributes:
+        a = decided.attributes[attribute.name]
+        accepted = a.decision == "accept"
+        truth = np.asarray(attribute.values, dtype=object)[attribute.label_values(labels)]
+        right = accepted & (a.value == truth)
+        found[attribute.name] = {
+            "share_accepted": round(float(accepted.mean()), 4),
+            "precision_of_accepted": round(float(right.sum() / accepted.sum()), 4)
+            if accepted.any()
+            else None,
+        }
+        any_accepted |= accepted
+    return {"attributes": found, "share_with_an_attribute_accepted": round(float(any_accepted.mean()), 4)}
+
+
 def recalibrate_bundle(
-    bundle_dir: Path, data: Path, out: Path, target: float = DEFAULT_TARGET_PRECISION
+    bundle_dir: Path, data: Path, out: Path, target: float = DEFAULT_TARGET_PRECISION, scope: str = CLASS
 ) -> BundleSpec:
     """A copy of ``bundle_dir`` in ``out`` with calibration, thresholds and cut-off fitted anew on the
     labelled folder ``data``: a third of it (by a stable hash of each path) to measure, the rest to
@@ -245,12 +285,15 @@ def recalibrate_bundle(
 
     The weights, and so ``model_id`` and any export, are unchanged; the unfamiliar score keeps its
     parameters (only its cut-off is refitted), so the scores stored in earlier rows stay valid and
-    classify can re-decide them without running the model.
+    classify can re-decide them without running the model. The attributes the bundle decides
+    are kept, their thresholds refitted; ``scope`` is what the precision guarantee covers.
     """
     from classify_job.bundle import load_bundle
 
     if not 0 < target < 1:
         raise InputError(f"--target-precision must be in (0, 1). Received: {target}")
+    if scope not in SCOPES:
+        raise InputError(f"--precision-scope must be one of {', '.join(SCOPES)}. Received: {scope!r}")
     if out.exists():
         raise OutputError(f"{out} already exists; choose a new --out for the recalibrated bundle")
     bundle = load_bundle(bundle_dir)
@@ -269,7 +312,8 @@ def recalibrate_bundle(
         reference=None if kept else parts["fit"],
         familiar=_joined(parts["fit"], parts["familiar"]) if kept else parts["familiar"],
     )
-    spec = fit_decision_rule(out, bundle.spec, sets, parts["test"], target, kept)
+    attributes = attributes_from_json((bundle.spec.calibration or {}).get("attributes"), bundle.spec.labels)
+    spec = fit_decision_rule(out, bundle.spec, sets, parts["test"], target, kept, scope, attributes)
     rewrite_decisions(out / "README.md", spec)
     return spec
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from classify_job.decisions.card import CURVE_SHARES, curve_cell
 from classify_job.loop.drift import ALERT_AT, WATCH_AT
 from classify_job.report.showcase import BINS, ReportRow, Showcase
 
@@ -274,6 +275,8 @@ def _decisions_section(summary: dict[str, Any], model: dict[str, Any]) -> str:
     spec = model.get("spec")
     if spec is not None and spec.accept_thresholds:
         parts.append(_promises(spec))
+    if spec is not None and (spec.calibration or {}).get("curves"):
+        parts.append(_tradeoff(spec.calibration["curves"]))
     if "calibration_png" in model:
         src = f"data:image/png;base64,{model['calibration_png']}"
         parts.append(f'<img class="confusion" src="{src}" alt="reliability diagram">')
@@ -291,6 +294,24 @@ def _attribute_coverage(attributes: dict[str, dict[str, Any]]) -> str:
             [_td(name), _td(f"{a['accept']:,}", True), _td(f"{a['review']:,}", True), _td(text, True), bar]
         )
     return _table(("attribute", "accepted", "to review", "share accepted", ""), rows, "bars")
+
+
+def _tradeoff(curves: dict[str, Any]) -> str:
+    """Precision (lower bound) on held-out predictions when accepting the most confident share."""
+    groups = [("all labels", curves.get("overall") or [])]
+    groups += list((curves.get("classes") or {}).items())
+    groups += [(f"attribute {name}", c) for name, c in (curves.get("attributes") or {}).items()]
+    rows = [
+        [_td(name), *(_td(curve_cell(curve, share), True) for share in CURVE_SHARES)]
+        for name, curve in groups
+    ]
+    head = ("held-out predictions of", *(f"{share:.0%} accepted" for share in CURVE_SHARES))
+    note = (
+        "<p>The trade-off: precision (its 95% lower bound) when the most confident share of the "
+        "predictions is accepted. <code>classify-job calibrate --target-precision P</code> moves the "
+        "target without retraining.</p>"
+    )
+    return note + _table(head, rows)
 
 
 def _promises(spec: Any) -> str:

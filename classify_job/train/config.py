@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from classify_job.config import CPUS, MAX_THREADS, build, check, resolve
+from classify_job.decisions.attributes import parse_attributes
+from classify_job.decisions.calibration import CLASS, SCOPES
 from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION
 from classify_job.imageio import COLOR_MODES
 from classify_job.train.augment import AugmentConfig
@@ -47,6 +49,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     arch_options: dict[str, Any] = field(default_factory=dict)
     target_precision: float = DEFAULT_TARGET_PRECISION
+    precision_scope: str = CLASS  # "overall": one pooled threshold, a weaker guarantee
+    attributes: dict[str, tuple[str, ...]] | str | None = None  # "gender=male,female garment=..."
     extensions: tuple[str, ...] = tuple(sorted(DEFAULT_EXTENSIONS))
     workers: int = 4
     overwrite: bool = False
@@ -62,6 +66,7 @@ class TrainConfig:
         object.__setattr__(self, "arch_options", dict(self.arch_options))
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", build(AugmentConfig, self.augment, "augment"))
+        object.__setattr__(self, "attributes", parse_attributes(self.attributes) or None)
         self._validate()
 
     def _validate(self) -> None:
@@ -83,6 +88,7 @@ class TrainConfig:
                 "val_split": (0 <= self.val_split < 1 - self.test_split, "in [0, 1 - test_split)"),
                 "test_split": (0 <= self.test_split < 1, "in [0, 1)"),
                 "target_precision": (0 < self.target_precision < 1, "in (0, 1)"),
+                "precision_scope": (self.precision_scope in SCOPES, f"one of {SCOPES}"),
             },
         )
 

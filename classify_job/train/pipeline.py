@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from classify_job.bundle import SPEC_FILE, BundleSpec, write_spec
+from classify_job.decisions.attributes import attributes_for
 from classify_job.decisions.calibration import HeldOut
 from classify_job.decisions.fitting import calibration_data, fit_rule
 from classify_job.errors import DatasetError, ExportError, InputError, OutputError
@@ -114,6 +115,7 @@ def start_run(
     check_out_dir(config)
     set_seeds(config.seed)
     data = prepare_data(config) if data is None else data
+    attributes_for(config.attributes or {}, tuple(data.index.classes))  # a bad --attributes fails now
     weights = choose_class_weights(data.train.labels, len(data.index.classes), config.class_weighting)
     return TrainRun(config, data, options, weights, on_epoch, callbacks)
 
@@ -194,6 +196,8 @@ def _with_decision_rule(staging: Path, trained: Trained, spec: BundleSpec) -> Bu
         log.warning("no validation split to calibrate on: the bundle keeps the fixed review rule")
         return spec
     honest_test = trained.test if trained.test.source == "the test split" else None
-    rule = fit_rule(spec, found, honest_test, trained.run.config.target_precision)
+    config = trained.run.config
+    attributes = attributes_for(config.attributes or {}, spec.labels)
+    rule = fit_rule(spec, found, honest_test, config.target_precision, config.precision_scope, attributes)
     rule.write_files(staging)
     return rule.recorded_in(spec)

@@ -47,10 +47,13 @@ def shade_blind_bundle(tmp_path_factory) -> Path:
     weights = np.zeros((3, 4), np.float32)
     weights[0, :2] = weights[2, 2:] = 20
     model.layers[-1].set_weights([weights, np.zeros(4, np.float32)])
+    point = {"share_accepted": 1.0, "threshold": 0.5, "precision": 0.5, "lower_bound": 0.4}
+    curves = {"overall": [point], "classes": {}, "attributes": {"colour": [{**point, "precision": 0.99}]}}
     calibration = {
         "temperature": 1.0,
         "calibration_id": "cal-attr-1",
         "attributes": attribute_spec(LABELS, 0.9),
+        "curves": curves,
     }
     thresholds = {label: {"threshold": 0.9, "target_precision": 0.9} for label in LABELS}
     spec = BundleSpec(
@@ -129,6 +132,7 @@ def test_summary_and_report_show_coverage_per_attribute(out):
     assert "| colour | 4 | 0 | 100.0% |" in (out / "summary.md").read_text()
     html = (out / "report.html").read_text()
     assert "share accepted" in html and ">colour<" in html and ">shade<" in html
+    assert ">attribute colour<" in html and ">0.990 (0.400)<" in html  # the trade-off curve
 
 
 def test_a_bundle_without_attributes_writes_no_attribute_columns(tiny_tree, color_bundle, tmp_path):

@@ -13,6 +13,7 @@ from classify_job.decisions.calibration import (
     fixed_sequence,
     lower_bound,
     needed_for,
+    tradeoff_curve,
     unfamiliar_cutoff,
 )
 
@@ -144,3 +145,13 @@ def test_pooling_the_classes_gives_one_threshold_and_a_weaker_stated_guarantee()
     assert promise["scope"] == "overall" and "weaker" in promise["statement"]
     assert promise["evidence"]["lower_bound"] >= 0.95 and promise["evidence"]["accepted"] >= 59
     assert sum(t["accepted"] for t in pooled.values()) == promise["evidence"]["accepted"]
+
+
+def test_the_tradeoff_curve_gives_share_accepted_against_precision_at_each_cut():
+    confidence = np.linspace(0.99, 0.5, 200)
+    correct = np.r_[np.ones(100, bool), np.arange(100) % 2 == 0]  # the sure half right, the rest half
+    curve = tradeoff_curve(confidence, correct)
+    assert [point["share_accepted"] for point in curve] == [round(0.05 * k, 4) for k in range(1, 21)]
+    assert curve[9]["precision"] == 1.0 and curve[-1]["precision"] == 0.75
+    assert all(p["lower_bound"] <= p["precision"] for p in curve)
+    assert [p["threshold"] for p in curve] == sorted((p["threshold"] for p in curve), reverse=True)
