@@ -132,17 +132,23 @@ def evaluation_table(report: Any) -> Table:
 
 
 def decision_table(spec: Any) -> Table:
-    """Per class: the accept threshold and its evidence; calibration figures in the title."""
+    """Per class (and per attribute): the accept threshold and its evidence; calibration figures and
+    the guarantee's scope in the title."""
     test = (spec.calibration or {}).get("test", {})
     before, after = test.get("before", {}), test.get("after", {})
     title = f"temperature {spec.calibration['temperature']:.3g}"
     if before:
         ece, nll = f"{before['ece']:.3f} -> {after['ece']:.3f}", f"{before['nll']:.3f} -> {after['nll']:.3f}"
         title += f"; test ECE {ece}, NLL {nll}"
+    scope = ((spec.calibration or {}).get("guarantee") or {}).get("scope")
+    if scope:
+        title += f"; precision guaranteed per {'class' if scope == 'class' else 'pool of all labels'}"
     table = Table(title=title)
     for column in ("class", "accept at", "correct/accepted", "lower bound", "note"):
         table.add_column(column, justify="left" if column in ("class", "note") else "right")
-    for label, t in (spec.accept_thresholds or {}).items():
+    attributes = (spec.calibration or {}).get("attributes") or {}
+    rows = [*(spec.accept_thresholds or {}).items(), *((f"attribute {n}", a) for n, a in attributes.items())]
+    for label, t in rows:
         threshold = "never" if t["threshold"] is None else f"{t['threshold']:.3f}"
         note = "" if t["threshold"] is not None else f"needs {t['needed']} correct accepted predictions"
         evidence = f"{t.get('correct', 0)}/{t.get('accepted', 0)}"
