@@ -72,6 +72,14 @@ def train(
         float | None,
         typer.Option(help="Size the epochs (and the cosine schedule) to this many minutes of fitting."),
     ] = None,
+    int8: Annotated[
+        bool | None,
+        typer.Option(
+            "--int8/--no-int8",
+            help="Also write the int8 graph, kept if it passes its gate; classify's auto runtime takes it "
+            "only on a CPU where it measured faster.",
+        ),
+    ] = None,
     precision_scope: Annotated[str | None, PRECISION_SCOPE] = None,
     attributes: Annotated[
         str | None,
@@ -91,7 +99,7 @@ def train(
                 config, data_dir=data, out_dir=out, arch=arch, epochs=epochs, batch_size=batch_size,
                 image_size=image_size, color_mode=color_mode, seed=seed, val_split=val_split,
                 test_split=test_split, learning_rate=learning_rate, overwrite=overwrite,
-                target_precision=target_precision, budget_minutes=budget_minutes,
+                target_precision=target_precision, budget_minutes=budget_minutes, int8=int8,
                 precision_scope=precision_scope, attributes=attributes,
                 arch_options={k: v for k, v in arch_flags.items() if v is not None} or None,
             )

@@ -20,35 +20,55 @@ from typing import Any
 
 import numpy as np
 
-# Measured on AMD EPYC (Zen 4, AVX-512 VNNI), EfficientNet-Lite0, batch 32, 2 threads: see
-# docs/benchmarks.md#int8. Quantising MatMul/Gemm (the 4-class head) and the element-wise ops
-# besides Conv bought nothing measurable and adds QDQ pairs around float-only ops.
+# Measured on AMD EPYC (Zen 4, AVX-512 VNNI), EfficientNet-Lite0, batch 32, 2 threads, median of 9
+# alternated rounds (docs/benchmarks.md#int8-where-it-pays): Conv alone is what pays; MatMul/Gemm
+# (the 4-class head) and the element-wise ops only add QDQ pairs.
 OP_TYPES = ("Conv",)
-# Activations int8 too (S8S8): ONNX Runtime's recommended first choice for QDQ; U8S8 can saturate
-# in the VPMADDUBSW path on AVX2/AVX-512 CPUs without VNNI (measured alike on this CPU).
-ACTIVATIONS = "int8"
-CALIBRATION_BATCH = 32
+# uint8 activations, int8 weights (U8S8): 1.43x float32 there, against 1.03x with int8 activations
+# (S8S8, ORT's default for QDQ): the VNNI dot product (VPDPBUSD) multiplies u8 by s8. ORT's docs
+# warn that U8S8 can saturate on AVX2/AVX-512 CPUs without VNNI; the gate catches what that costs.
+ACTIVATIONS = "uint8"
+CALIBRATION_BATCH = 16  # images per calibration run; their activations are held at once
 log = logging.getLogger(__name__)
 
 
 class PixelBatches:
-    """An ONNX Runtime CalibrationDataReader over decoded uint8 images, ``batch`` at a time."""
+    """An ONNX Runtime CalibrationDataReader over decoded uint8 images, ``batch`` at a time; with
+    ``set_range`` the quantiser reads a few batches at a time (``CalibStridedMinMax``)."""
 
     def __init__(self, input_name: str, pixels: np.ndarray, batch: int = CALIBRATION_BATCH) -> None:
         self.input_name = input_name
-        self.batches = iter([pixels[i : i + batch] for i in range(0, len(pixels), batch)])
+        self.all = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]
+        self.batches = iter(self.all)
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.batches = iter(self.all[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self.batches, None)
         return None if batch is None else {self.input_name: np.ascontiguousarray(batch, np.uint8)}
 
 
-def first_and_last(model: Any) -> tuple[str, str | None]:
-    """The names of the graph's first Conv (it reads the normalised pixels) and of its last
-    Conv, MatMul or Gemm (the classifier), the usual candidates to keep in float."""
-    computing = [n for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
-    convs = [n for n in computing if n.op_type == "Conv"]
-    return convs[0].name, computing[-1].name if computing else None
+def depthwise(model: Any) -> list[str]:
+    """The names of the graph's depthwise convolutions (``group`` > 1)."""
+    from onnx import helper
+
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Conv"
+        and any(a.name == "group" and helper.get_attribute_value(a) > 1 for a in n.attribute)
+    ]
+
+
+def first_and_last(model: Any) -> tuple[str, str]:
+    """The names of the graph's first Conv (it reads the normalised pixels) and of its last (it
+    makes the features the classifier and the unfamiliar score read), the usual ones kept float."""
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    return convs[0], convs[-1]
 
 
 def quantize_graph(
@@ -58,10 +78,11 @@ def quantize_graph(
     op_types: Sequence[str] = OP_TYPES,
     keep_float: Sequence[str] = (),
     activations: str = ACTIVATIONS,
+    calibration: str = "minmax",
 ) -> dict[str, Any]:
     """Write the int8 form of the float graph ``source`` to ``target``, calibrated on ``pixels``
-    (uint8, N x H x W x C). ``keep_float``: "first" and/or "last" (see :func:`first_and_last`)
-    or node names. Returns what was done, for the bundle's record."""
+    (uint8, N x H x W x C). ``keep_float``: "first", "last" (see :func:`first_and_last`),
+    "depthwise" (:func:`depthwise`) or node names. Returns what was done, for the bundle's record."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -70,8 +91,8 @@ def quantize_graph(
         raise ValueError("no calibration images")
     model = onnx.load(str(source))
     first, last = first_and_last(model)
-    named = {"first": first, "last": last}
-    excluded = [named.get(k, k) for k in keep_float if named.get(k, k)]
+    named = {"first": [first], "last": [last], "depthwise": depthwise(model)}
+    excluded = [name for k in keep_float for name in named.get(k, [k])]
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".quantize-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         with _quiet():
@@ -86,7 +107,14 @@ def quantize_graph(
                 activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "percentile": CalibrationMethod.Percentile,
+                    "entropy": CalibrationMethod.Entropy,
+                }[calibration],
+                # Reduce each batch's activations to their ranges, merged as it goes: keeping every
+                # intermediate output of 256 images at 224x224 took 10 GB.
+                extra_options={"CalibStridedMinMax": 1},
             )
     return {
         "method": "onnxruntime quantize_static",
@@ -94,8 +122,9 @@ def quantize_graph(
         "weights": "int8, per channel",
         "activations": activations,
         "op_types": list(op_types),
-        "kept_float": excluded,
-        "calibration": {"method": "minmax", "images": len(pixels)},
+        "kept_float": list(keep_float),
+        "nodes_kept_float": len(excluded),
+        "calibration": {"method": calibration, "images": len(pixels)},
     }
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     extensions: tuple[str, ...] = tuple(sorted(DEFAULT_EXTENSIONS))
     workers: int = 4
     overwrite: bool = False
+    int8: bool = True  # also the int8 graph, gated against the float one (train/int8_export.py)
 
     def __post_init__(self) -> None:
         size = self.image_size

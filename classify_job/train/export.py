@@ -42,6 +42,7 @@ VERIFY_IMAGES = 128
 FORMATS = {"onnx": "model.onnx", "openvino": "openvino/model.xml"}
 # Files a format reads besides its main one; each is recorded with its SHA-256 under ``files``.
 COMPANIONS = {"onnx": (), "openvino": ("openvino/model.bin",)}
+INT8_FILE = "model.int8.onnx"  # classify_job.train.int8_export: added afterwards, from model.onnx
 LIBRARIES = {
     "onnx": ("keras", "jax2onnx", "onnx", "onnxruntime"),
     "openvino": ("keras", "jax2onnx", "openvino"),
@@ -96,6 +97,7 @@ def export_graphs(model: Any, bundle_dir: Path, check: Verification) -> list[dic
     keras_model = inference_model(model)
     reference = _outputs(lambda x: _pair(keras_model.predict_on_batch(x)), check.pixels)
     written: dict[str, dict[str, Any]] = {}
+    (bundle_dir / INT8_FILE).unlink(missing_ok=True)  # quantised from the float graph replaced here
     try:
         with atomic.atomic_path(bundle_dir / FORMATS["onnx"]) as tmp:
             written["onnx"] = export_onnx(model, tmp)
@@ -244,5 +246,5 @@ def export_entries(
 
 def _remove(bundle_dir: Path) -> None:
     """No export is better than one that was not checked: remove every exported file."""
-    for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin"):
+    for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin", INT8_FILE):
         (bundle_dir / name).unlink(missing_ok=True)

@@ -21,12 +21,13 @@ from classify_job import atomic
 from classify_job.bundle import BundleSpec, read_spec, write_spec
 from classify_job.errors import ExportError
 from classify_job.hashing import content_hash
+from classify_job.train.export import INT8_FILE
 from classify_job.train.int8_gate import Labelled, Verdict, calibration_images, gate_images, judge
 from classify_job.versions import library_versions
 
 log = logging.getLogger(__name__)
 
-FORMAT, FILE = "onnx-int8", "model.int8.onnx"
+FORMAT, FILE = "onnx-int8", INT8_FILE
 LIBRARIES = ("onnx", "onnxruntime")
 
 
@@ -42,10 +43,11 @@ def export_int8(bundle_dir: Path, data: Path | None = None) -> dict[str, Any]:
 
 
 def int8_entry(
-    bundle_dir: Path, spec: BundleSpec, images: Labelled, calibration: np.ndarray
+    bundle_dir: Path, spec: BundleSpec, images: Labelled, calibration: np.ndarray, rule: Any = None
 ) -> dict[str, Any]:
     """Write ``model.int8.onnx`` into ``bundle_dir`` from the verified float graph ``spec`` lists,
-    calibrated on ``calibration`` and judged on ``images``; returns its ``exports`` entry.
+    calibrated on ``calibration`` and judged on ``images`` (accepted labels by ``rule``, the
+    bundle's own unless given); returns its ``exports`` entry.
 
     Raises ExportError, removing the file, when the bundle has no verified float graph, when
     quantisation fails, or when the gate refuses the int8 graph (the reasons are in the message).
@@ -65,7 +67,7 @@ def int8_entry(
         with atomic.atomic_path(target) as tmp:
             recipe = quantize_graph(float_path, tmp, calibration)
         verdict = judge(bundle_dir, spec, images, graph_outputs(float_path, images.pixels),
-                        graph_outputs(target, images.pixels))  # fmt: skip
+                        graph_outputs(target, images.pixels), rule=rule)  # fmt: skip
         benchmark = self_benchmark(float_path, target, images.pixels[:32]) if verdict.passed else None
     except Exception as exc:
         target.unlink(missing_ok=True)

@@ -101,8 +101,10 @@ def judge(
     int8_out: tuple[np.ndarray, np.ndarray],
     resamples: int = RESAMPLES,
     seed: int = 0,
+    rule: DecisionRule | None = None,
 ) -> Verdict:
-    """Compare the int8 graph's (probabilities, features) with the float graph's on ``images``."""
+    """Compare the int8 graph's (probabilities, features) with the float graph's on ``images``;
+    accepted labels are decided by ``rule``, the bundle's own unless given."""
     y_true = images.labels
     ours, theirs = int8_out[0].argmax(axis=1), float_out[0].argmax(axis=1)
     boot = paired_bootstrap(y_true, ours, theirs, len(spec.labels), resamples, seed)
@@ -125,10 +127,24 @@ def judge(
             f"{boot.accuracy_lower:+.4f} is below -{MAX_ACCURACY_DROP:g}"
         )
     if spec.calibration:
-        accepted, precision_reasons = _accepted_precision(bundle_dir, spec, y_true, float_out, int8_out)
+        rule = rule or DecisionRule.from_bundle(bundle_dir, spec)
+        accepted, precision_reasons = _accepted_precision(rule, spec, y_true, float_out, int8_out)
         figures["accepted"] = accepted
+        figures["calibration_shift"] = _calibration_shift(y_true, float_out[0], int8_out[0])
         reasons += precision_reasons
     return Verdict(figures, tuple(reasons))
+
+
+def _calibration_shift(y_true: np.ndarray, float_probs: np.ndarray, int8_probs: np.ndarray) -> dict:
+    """The temperature each graph's probabilities would be given on these images: evidence of
+    whether int8 moved the calibration (the thresholds are judged on int8 directly, above)."""
+    from classify_job.decisions.calibration import fit_temperature
+
+    return {
+        "temperature_float": round(float(fit_temperature(float_probs, y_true)), 4),
+        "temperature_int8": round(float(fit_temperature(int8_probs, y_true)), 4),
+        "images": len(y_true),
+    }
 
 
 def target_precision(spec: BundleSpec, label: str) -> float:
@@ -138,13 +154,11 @@ def target_precision(spec: BundleSpec, label: str) -> float:
     return float(fitted.get("target_precision") or guarantee.get("precision") or DEFAULT_TARGET_PRECISION)
 
 
-def _accepted_precision(bundle_dir, spec, y_true, float_out, int8_out) -> tuple[dict, list[str]]:
-    """Per class: accepted labels and their precision under the bundle's rule, float and int8."""
-    rule = DecisionRule.from_bundle(bundle_dir, spec)
+def _accepted_precision(rule, spec, y_true, float_out, int8_out) -> tuple[dict, list[str]]:
+    """Per class: accepted labels and their precision under ``rule``, float and int8."""
     targets = {label: target_precision(spec, label) for label in spec.labels}
-    per_graph = {
-        name: _per_class(rule, y_true, *out) for name, out in (("float", float_out), ("int8", int8_out))
-    }
+    decided = {name: rule.decide(*out) for name, out in (("float", float_out), ("int8", int8_out))}
+    per_graph = {name: _per_class(rule, y_true, d) for name, d in decided.items()}
     reasons = []
     for label, target in targets.items():
         mine, theirs = per_graph["int8"][label]["precision"], per_graph["float"][label]["precision"]
@@ -153,11 +167,17 @@ def _accepted_precision(bundle_dir, spec, y_true, float_out, int8_out) -> tuple[
                 f"accepted {label!r}: int8 precision {mine:.4f} is below the target {target:g} "
                 f"(float graph: {theirs if theirs is None else round(theirs, 4)})"
             )
-    return {"target_precision": targets, **per_graph}, reasons
+    same = float((decided["float"].decision == decided["int8"].decision).mean())
+    unfamiliar = "applied" if rule.score is not None else "not applied"
+    figures = {
+        "target_precision": targets,
+        "unfamiliar_cutoff": unfamiliar,
+        "decision_agreement": round(same, 5),
+    }
+    return {**figures, **per_graph}, reasons
 
 
-def _per_class(rule: DecisionRule, y_true: np.ndarray, probs: np.ndarray, features: np.ndarray) -> dict:
-    decided = rule.decide(probs, features)
+def _per_class(rule: DecisionRule, y_true: np.ndarray, decided: Any) -> dict:
     predicted, taken = decided.probs.argmax(axis=1), decided.decision == ACCEPT
     out = {}
     for c, label in enumerate(rule.labels):

@@ -10,6 +10,7 @@ and last ``bundle.json``, written once from the spec each stage has added to.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +83,7 @@ def train(
         spec = write_outputs(staging, trained, time.perf_counter() - started)
         spec = _with_decision_rule(staging, trained, spec)
         spec, export_warning = _with_exports(staging, trained, spec)
+        spec = _with_int8(staging, trained, spec)
         write_model_card(spec, trained.report, staging / "README.md")
         if before_commit is not None:
             spec = before_commit(staging, spec)
@@ -138,6 +140,31 @@ def _with_exports(staging: Path, trained: Trained, spec: BundleSpec) -> tuple[Bu
     except (ExportError, InputError) as exc:
         log.warning("the bundle has no exported graph (classify will use Keras): %s", exc)
         return spec, str(exc)
+
+
+def _with_int8(staging: Path, trained: Trained, spec: BundleSpec) -> BundleSpec:
+    """The int8 graph (``config.int8``), calibrated on training images and gated on the test split
+    decoded for training; one the gate refuses leaves the float graphs, and a warning. Nothing is
+    read back, so the gate's accept decisions use the thresholds without the unfamiliar cut-off
+    (``export --int8`` applies the whole rule)."""
+    from classify_job.decisions.rule import DecisionRule
+    from classify_job.train.int8_export import int8_entry, with_int8
+    from classify_job.train.int8_gate import CALIBRATION_IMAGES, Labelled
+
+    data = trained.run.data
+    if not trained.run.config.int8 or not any(e["format"] == "onnx" for e in spec.exports):
+        return spec
+    if not len(data.test):
+        log.warning("no int8 graph: there is no test split to judge it on (export --int8 --data DIR)")
+        return spec
+    calibration = data.train.images[:: max(1, len(data.train) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
+    test = Labelled(data.test.images, np.asarray(data.test.labels, np.int64), "the test split")
+    rule = DecisionRule.from_bundle(staging, dataclasses.replace(spec, unfamiliar=None))
+    try:
+        return with_int8(spec, int8_entry(staging, spec, test, calibration, rule))
+    except ExportError as exc:
+        log.warning("the bundle has no int8 graph (classify will use the float graph): %s", exc)
+        return spec
 
 
 def check_out_dir(config: TrainConfig) -> None:

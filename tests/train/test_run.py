@@ -23,8 +23,9 @@ NO_AUGMENT = AugmentConfig("none", 0, 0, 0, 0, 0)
 
 def tiny_config(data: Path, out: Path, **kwargs) -> TrainConfig:
     options = dict(
-        epochs=2, batch_size=8, image_size=(16, 16), val_split=0.25, test_split=0.25, augment=NO_AUGMENT
-    )
+        epochs=2, batch_size=8, image_size=(16, 16), val_split=0.25, test_split=0.25, augment=NO_AUGMENT,
+        int8=False,  # the int8 step has its own tests (tests/train/test_int8_train.py)
+    )  # fmt: skip
     return TrainConfig(data, out, **{**options, **kwargs})
 
 
