@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from classify_job.errors import InputError
+from classify_job.errors import BundleError, InputError
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")  # becomes part of a Parquet column name: attr_<name>
 VALUE = re.compile(r"[^\s_,=]+")  # a token of a class name: no separator, space, comma or "="
@@ -95,11 +95,17 @@ def attributes_for(definitions: dict[str, tuple[str, ...]], labels: tuple[str, .
 
 
 def attributes_from_json(recorded: dict[str, Any] | None, labels: tuple[str, ...]) -> tuple[Attribute, ...]:
-    """The attributes ``bundle.json`` records (``calibration.attributes``), in ``labels`` order."""
-    return tuple(
-        Attribute(name, tuple(a["values"]), tuple(a["values"].index(a["classes"][label]) for label in labels))
-        for name, a in (recorded or {}).items()
-    )
+    """The attributes ``bundle.json`` records (``calibration.attributes``), in ``labels`` order; a
+    BundleError when one does not give every class a value of its own."""
+    try:
+        return tuple(
+            Attribute(
+                name, tuple(a["values"]), tuple(a["values"].index(a["classes"][label]) for label in labels)
+            )
+            for name, a in (recorded or {}).items()
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise BundleError(f"bundle.json's calibration.attributes is malformed: {exc!r}") from exc
 
 
 def attribute_columns(name: str) -> tuple[str, str, str]:

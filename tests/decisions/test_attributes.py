@@ -115,3 +115,11 @@ def test_prediction_rows_carry_nullable_attribute_columns():
     schema = predictions_schema(LABELS, ("gender", "garment"))
     assert attributes_of(schema) == ["gender", "garment"]
     assert all(schema.field(name).nullable for name in columns if name.startswith("attr_"))
+
+
+def test_a_recorded_attribute_that_misses_a_class_is_a_bundle_error():
+    from classify_job.errors import BundleError
+
+    recorded = {"gender": {"values": ["male", "female"], "classes": {"male_jeans": "male"}}}
+    with pytest.raises(BundleError, match=r"calibration\.attributes"):
+        attributes_from_json(recorded, LABELS)
