@@ -75,6 +75,16 @@ class BundleSpec:
         data.update(labels=list(self.labels), image_size=list(self.image_size), exports=list(self.exports))
         return {**data, **self.other}
 
+    @property
+    def training_dir(self) -> Path | None:
+        """The folder the bundle was trained on, as bundle.json records it (None when it does not)."""
+        recorded = self.extra.get("training", {}).get("data_dir")
+        return Path(recorded) if recorded else None
+
+    def trained_on(self, data: str | os.PathLike) -> bool:
+        """Whether ``data`` is the folder this bundle was trained on (the one check for it)."""
+        return self.training_dir is not None and self.training_dir.resolve() == Path(data).resolve()
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BundleSpec:
         version = data.get("format_version", 1)

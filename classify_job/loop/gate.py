@@ -154,8 +154,8 @@ def training_prefixes(bundle_dir: Path, spec: BundleSpec) -> tuple[np.ndarray | 
             return np.load(bundle_dir / record["file"]), f"{record['file']} in the bundle"
         except (OSError, ValueError) as exc:
             raise BundleError(f"cannot read {bundle_dir / record['file']}: {exc}") from exc
-    data_dir = spec.extra.get("training", {}).get("data_dir")
-    if data_dir is None or not Path(data_dir).is_dir():
+    data_dir = spec.training_dir
+    if data_dir is None or not data_dir.is_dir():
         why = (
             "it records no training folder" if data_dir is None else f"its training folder {data_dir} is gone"
         )

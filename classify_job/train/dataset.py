@@ -20,12 +20,13 @@ import numpy as np
 from classify_job.errors import DatasetError, ImageDecodeError, InputError
 from classify_job.hashing import dataset_fingerprint, split_position
 from classify_job.imageio import channels_for, load_image
-from classify_job.walk import DEFAULT_EXTENSIONS, escape_name, fs_path, iter_files
+from classify_job.walk import DEFAULT_EXTENSIONS, escape_name, fs_path, iter_files, normalize_extensions
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset(DEFAULT_EXTENSIONS)
 SPLIT_NAMES = ("train", "val", "test")
+VAL_SPLIT = TEST_SPLIT = 0.1  # the default fractions carved from one tree (train config, evaluate)
 MAX_ARRAY_BYTES = 8 * 2**30  # decoded uint8 pixels held in memory for one split
 
 
@@ -98,8 +99,8 @@ class TrainingData:
 
 def index_dataset(
     root: str | os.PathLike,
-    val_split: float = 0.1,
-    test_split: float = 0.1,
+    val_split: float = VAL_SPLIT,
+    test_split: float = TEST_SPLIT,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
 ) -> DatasetIndex:
     """Find classes and images under ``root`` and assign each image to train, val or test.
@@ -111,7 +112,7 @@ def index_dataset(
     _check_fractions(val_split, test_split)
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found. Received: {root}")
-    extensions = frozenset(e.lower() for e in extensions)
+    extensions = normalize_extensions(extensions)
     if (root / "train").is_dir():
         return _index_presplit(root, val_split, test_split, extensions)
     classes = list_classes(root)

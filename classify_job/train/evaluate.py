@@ -12,10 +12,13 @@ from typing import Any
 import numpy as np
 
 from classify_job import atomic
+from classify_job.bundle import BundleSpec
 from classify_job.errors import DatasetError, InputError
 from classify_job.train.dataset import (
     IMAGE_EXTENSIONS,
     SPLIT_NAMES,
+    TEST_SPLIT,
+    VAL_SPLIT,
     LabelledFile,
     LoadedSplit,
     index_dataset,
@@ -83,7 +86,7 @@ def evaluate(
         )
         split = "arrays"
     else:
-        split = resolve_split(Path(data), split, spec.extra)
+        split = resolve_split(Path(data), split, spec)
         samples = labelled_files(Path(data), split, spec.labels, spec.extra)
         loaded = load_split(data, samples, spec.image_size, spec.color_mode, workers)
     report = evaluate_arrays(bundle.model, spec.labels, loaded, split, batch_size)
@@ -92,15 +95,13 @@ def evaluate(
     return report
 
 
-def resolve_split(data: Path, split: str, extra: dict[str, Any]) -> str:
+def resolve_split(data: Path, split: str, spec: BundleSpec) -> str:
     """Turn ``auto`` into a concrete split name for folder ``data`` (see :func:`evaluate`)."""
     if split not in EVAL_SPLITS:
         raise InputError(f"split must be one of {EVAL_SPLITS}. Received: {split!r}")
     if split != "auto":
         return split
-    trained_on = extra.get("training", {}).get("data_dir")
-    same_folder = trained_on is not None and Path(trained_on).resolve() == data.resolve()
-    return "test" if (data / "test").is_dir() or same_folder else "all"
+    return "test" if (data / "test").is_dir() or spec.trained_on(data) else "all"
 
 
 def labelled_files(
@@ -114,7 +115,8 @@ def labelled_files(
     if (data / split).is_dir():
         return list_samples(data, data / split, labels, extensions)
     training = extra.get("training", {})
-    val_split, test_split = float(training.get("val_split", 0.1)), float(training.get("test_split", 0.1))
+    val_split = float(training.get("val_split", VAL_SPLIT))
+    test_split = float(training.get("test_split", TEST_SPLIT))
     index = index_dataset(data, val_split, test_split, extensions)
     unknown = sorted(set(index.classes) - set(labels))
     if unknown:
