@@ -102,6 +102,10 @@ def label_figures(rows: pd.DataFrame, labels: tuple[str, ...]) -> dict:
             for label in labels
         },
         "unfamiliar_accepted_share": _share(unfamiliar.decision == "accept"),
+        # familiar images the unfamiliar cut-off alone keeps from being accepted: a ceiling on coverage
+        "familiar_flagged_unfamiliar_share": _share(
+            familiar.review_reason.fillna("").str.contains("unfamiliar")
+        ),
         "unfamiliar_accepted_by_kind": {
             kind: _share(group.decision == "accept") for kind, group in unfamiliar.groupby("truth")
         },

@@ -50,7 +50,13 @@ def test_label_figures_from_rows(bench):
     table = rows(
         ("familiar/coat/a.png", "coat", 0.9, "accept", {}),
         ("familiar/coat/b.png", "shirt", 0.8, "accept", {}),
-        ("familiar/shirt/c.png", "shirt", 0.3, "review", {}),
+        (
+            "familiar/shirt/c.png",
+            "shirt",
+            0.3,
+            "review",
+            {"review_reason": "below class threshold; unfamiliar"},
+        ),
         ("familiar/shirt/d.png", "shirt", 0.7, "accept", {}),
         ("unfamiliar/bag/e.png", "coat", 0.95, "accept", {}),
         ("unfamiliar/bag/f.png", "coat", 0.4, "review", {}),
@@ -65,6 +71,7 @@ def test_label_figures_from_rows(bench):
     assert [figures["per_class"]["shirt"][k] for k in keys] == [3, 2, 0.5, 0.5]
     assert figures["unfamiliar_accepted_share"] == 0.5
     assert figures["unfamiliar_accepted_by_kind"] == {"bag": 0.5}
+    assert figures["familiar_flagged_unfamiliar_share"] == 0.25
     curve = {point["share"]: point["precision"] for point in figures["curve"]}
     assert (curve[0.5], curve[1.0]) == (0.5, 0.75)  # the two most confident are a (right) and b (wrong)
 
