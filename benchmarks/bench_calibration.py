@@ -34,8 +34,7 @@ import classify_job  # noqa: F401  sets the JAX backend before keras is imported
 from classify_job.decisions.calibration import calibration_figures
 from classify_job.decisions.rule import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 from classify_job.runtime import setup_logging
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
+from classify_job.train.config import AugmentConfig, TrainConfig
 from classify_job.train.pipeline import train
 
 FAMILIAR = ("t-shirt_top", "pullover", "coat", "shirt")

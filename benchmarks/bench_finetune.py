@@ -26,8 +26,7 @@ import classify_job  # noqa: F401  sets the JAX backend before keras is imported
 from common import fashion_subset
 
 from classify_job.runtime import setup_logging
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
+from classify_job.train.config import AugmentConfig, TrainConfig
 from classify_job.train.fit import EpochInfo
 from classify_job.train.pipeline import TrainResult, train
 

@@ -31,8 +31,7 @@ from classify_job.classify.pipeline import run_classify
 from classify_job.loop.review_export import export_review, read_manifest
 from classify_job.loop.review_import import import_review
 from classify_job.runtime import setup_logging
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
+from classify_job.train.config import AugmentConfig, TrainConfig
 from classify_job.train.evaluate import evaluate
 from classify_job.train.pipeline import train
 

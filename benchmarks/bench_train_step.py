@@ -106,8 +106,7 @@ def cnn_step():
     import numpy as np
 
     from classify_job.nets.cnn import build_cnn
-    from classify_job.train.augment import AugmentConfig
-    from classify_job.train.config import TrainConfig
+    from classify_job.train.config import AugmentConfig, TrainConfig
     from classify_job.train.fit import compiled_training_model
 
     augment = AugmentConfig("horizontal", 0.0, 0.0, 2 / 28, 0.0, 0.0)  # jobs/fashion-mnist-cnn.toml

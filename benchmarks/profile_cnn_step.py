@@ -24,7 +24,8 @@ from common import machine
 from keras import layers
 
 from classify_job.nets.cnn import BN_MOMENTUM, space_to_depth, stage_widths
-from classify_job.train.augment import AugmentConfig, build_augmentation
+from classify_job.train.augment import build_augmentation
+from classify_job.train.config import AugmentConfig
 
 
 class MaxPool2(keras.layers.Layer):

@@ -109,3 +109,9 @@ def dataset_fingerprint(files: Iterable[tuple[str, int]]) -> str:
     for line in sorted(f"{relpath}\t{size}" for relpath, size in files):
         digest.update(line.encode("utf-8") + b"\n")
     return digest.hexdigest()[:16]
+
+
+def content_prefixes(digests: Iterable[str]) -> np.ndarray:
+    """Sorted, distinct uint64 prefixes (the first 8 bytes) of SHA-256 hex digests: 8 bytes a file
+    and, for a holdout of thousands against millions of training images, no false matches to speak of."""
+    return np.unique(np.fromiter((int(d[:16], 16) for d in digests), dtype=np.uint64))

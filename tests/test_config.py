@@ -9,8 +9,7 @@ from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.scan import Shard
 from classify_job.config import check, resolve
 from classify_job.errors import InputError
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
+from classify_job.train.config import AugmentConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -275,7 +275,7 @@ def calibrate(
 
 
 @app.command(
-    cls=settings_command("classify_job.train.tune:TuneConfig", TRAIN_CONFIG, image_size=tune_image_size)
+    cls=settings_command("classify_job.train.config:TuneConfig", TRAIN_CONFIG, image_size=tune_image_size)
 )
 def tune(
     data: Annotated[Path | None, typer.Argument(help="Folder dataset: one subfolder per class.")] = None,
@@ -308,8 +308,7 @@ def tune(
     trials that change the features (augmentation strength, fine-tuned blocks) cost more and are
     charged in full. Writes the bundle, trials.csv and trials.png to --out.
     """
-    from classify_job.train.config import TrainConfig
-    from classify_job.train.tune import TuneConfig
+    from classify_job.train.config import TrainConfig, TuneConfig
 
     def resolved() -> TuneConfig:
         base = TrainConfig.resolve(

@@ -24,8 +24,7 @@ from classify_job.config import check, resolve
 from classify_job.decisions.calibration import calibration_figures
 from classify_job.decisions.rule import ACCEPT, DecisionRule
 from classify_job.errors import BundleError, DatasetError, InputError
-from classify_job.hashing import content_hash
-from classify_job.train.artifacts import content_prefixes
+from classify_job.hashing import content_hash, content_prefixes
 from classify_job.train.bootstrap import Bootstrap, paired_bootstrap
 from classify_job.train.dataset import BadFile, LabelledFile, list_classes_loose, load_split
 from classify_job.train.evaluate import labelled_files, predict_with_features

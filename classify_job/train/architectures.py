@@ -11,25 +11,50 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from classify_job.errors import InputError
 from classify_job.imageio import COLOR_MODES, channels_for
-from classify_job.nets.cnn import build_cnn
 from classify_job.train.config import TrainConfig
-from classify_job.train.finetune import FinetuneOptions, build_pretrained_classifier, fit_pretrained
-from classify_job.train.fit import Fitted, fit_with_facts
-from classify_job.train.state import TrainRun
+
+if TYPE_CHECKING:
+    from classify_job.train.fit import Fitted
+    from classify_job.train.state import TrainRun
+
+# The registry is read by `train --help` for its defaults, so it imports no Keras: each entry
+# imports its network's code when it is called.
 
 
 def fit_plain(net: Any, run: TrainRun) -> Fitted:
     """:func:`~classify_job.train.fit.fit` as a recipe: the history and fit's own facts (the
     budget, when one is set), no held-out predictions."""
+    from classify_job.train.fit import fit_with_facts
+
     return fit_with_facts(net, run.data, run.config, run.weights, run.on_epoch, run.callbacks)
 
 
 def _build_cnn(num_classes: int, image_size: tuple[int, int], channels: int, options: dict[str, Any]) -> Any:
+    from classify_job.nets.cnn import build_cnn
+
     return build_cnn(num_classes, image_size, channels, **options)
+
+
+def _build_lite0(*args: Any) -> Any:
+    from classify_job.train.finetune import build_pretrained_classifier
+
+    return build_pretrained_classifier(*args)
+
+
+def _fit_lite0(net: Any, run: TrainRun) -> Fitted:
+    from classify_job.train.finetune import fit_pretrained
+
+    return fit_pretrained(net, run)
+
+
+def _lite0_options(options: dict[str, Any]) -> Any:
+    from classify_job.train.finetune import FinetuneOptions
+
+    return FinetuneOptions.from_dict(options)
 
 
 @dataclass(frozen=True)
@@ -46,9 +71,7 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "cnn": Architecture(_build_cnn, fit_plain, (64, 64)),
-    "efficientnet_lite0": Architecture(
-        build_pretrained_classifier, fit_pretrained, (224, 224), ("rgb",), FinetuneOptions.from_dict
-    ),
+    "efficientnet_lite0": Architecture(_build_lite0, _fit_lite0, (224, 224), ("rgb",), _lite0_options),
 }
 
 

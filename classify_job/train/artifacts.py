@@ -9,7 +9,7 @@ the test evaluation, ``history.csv``, ``bad_files.csv`` and ``training_curves.pn
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import numpy as np
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, save_model
 from classify_job.decisions.card import decision_lines
-from classify_job.hashing import SPLIT_HASH, content_hash
+from classify_job.hashing import SPLIT_HASH, content_hash, content_prefixes
 from classify_job.runtime import xla_settings
 from classify_job.train.dataset import BadFile, TrainingData
 from classify_job.train.evaluate import write_report
@@ -81,12 +81,6 @@ def write_outputs(directory: Path, trained: Trained, wall_time_s: float) -> Bund
         history, directory / "accuracy_vs_time.png", report.accuracy, training["best_epoch"]
     )
     return spec
-
-
-def content_prefixes(digests: Iterable[str]) -> np.ndarray:
-    """Sorted, distinct uint64 prefixes (the first 8 bytes) of SHA-256 hex digests: 8 bytes a file
-    and, for a holdout of thousands against millions of training images, no false matches to speak of."""
-    return np.unique(np.fromiter((int(d[:16], 16) for d in digests), dtype=np.uint64))
 
 
 def write_training_hashes(directory: Path, data: TrainingData) -> dict[str, Any]:

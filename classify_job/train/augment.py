@@ -2,42 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 
-from classify_job.config import check
-
-FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random training-time transforms; all zero/"none" turns augmentation off.
-
-    ``rotation`` is a fraction of a full turn (0.05 = up to 18 degrees), ``zoom`` and ``translate``
-    fractions of the image size, ``contrast`` and ``brightness`` fractions of the 0..255 range.
-    """
-
-    flip: str = "horizontal"
-    rotation: float = 0.05
-    zoom: float = 0.1
-    translate: float = 0.1
-    contrast: float = 0.1
-    brightness: float = 0.1
-
-    def __post_init__(self) -> None:
-        rules = {"flip": (self.flip in FLIP_MODES, f"one of {FLIP_MODES}")}
-        for name in ("rotation", "zoom", "translate", "contrast", "brightness"):
-            rules[name] = (0.0 <= getattr(self, name) < 1.0, "in [0, 1)")
-        check(self, rules)
-
-    @property
-    def enabled(self) -> bool:
-        return self.flip != "none" or any(
-            (self.rotation, self.zoom, self.translate, self.contrast, self.brightness)
-        )
+from classify_job.train.config import AugmentConfig
 
 
 def build_augmentation(config: AugmentConfig, seed: int) -> keras.Sequential | None:

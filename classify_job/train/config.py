@@ -1,4 +1,5 @@
-"""The settings of one training run, from flags and the ``[train]`` table of a job file.
+"""The settings of training runs: one run (``[train]``), its augmentation and a tune search (``[tune]``),
+from flags and the tables of a job file.
 
 What depends on the architecture (its default image size, the colour modes it accepts) is
 settled by :func:`classify_job.train.architectures.configure` when training starts.
@@ -11,17 +12,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classify_job.config import CPUS, MAX_THREADS, build, check, resolve
+from classify_job.config import CPUS, MAX_THREADS, build, check, merge, read_job_table, resolve
 from classify_job.decisions.attributes import parse_attributes
 from classify_job.decisions.calibration import CLASS, SCOPES
 from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION
+from classify_job.errors import InputError
 from classify_job.imageio import COLOR_MODES
-from classify_job.train.augment import AugmentConfig
 from classify_job.walk import DEFAULT_EXTENSIONS
 
 LR_SCHEDULES = ("plateau", "cosine")
 CLASS_WEIGHTING = ("auto", "balanced", "none")
 REQUIRED = {"data_dir": "DATA", "out_dir": "--out"}
+
+
+FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random training-time transforms; all zero/"none" turns augmentation off.
+
+    ``rotation`` is a fraction of a full turn (0.05 = up to 18 degrees), ``zoom`` and ``translate``
+    fractions of the image size, ``contrast`` and ``brightness`` fractions of the 0..255 range.
+    """
+
+    flip: str = "horizontal"
+    rotation: float = 0.05
+    zoom: float = 0.1
+    translate: float = 0.1
+    contrast: float = 0.1
+    brightness: float = 0.1
+
+    def __post_init__(self) -> None:
+        rules = {"flip": (self.flip in FLIP_MODES, f"one of {FLIP_MODES}")}
+        for name in ("rotation", "zoom", "translate", "contrast", "brightness"):
+            rules[name] = (0.0 <= getattr(self, name) < 1.0, "in [0, 1)")
+        check(self, rules)
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or any(
+            (self.rotation, self.zoom, self.translate, self.contrast, self.brightness)
+        )
 
 
 @dataclass(frozen=True)
@@ -109,3 +141,31 @@ class TrainConfig:
         data.update(data_dir=str(self.data_dir), out_dir=str(self.out_dir), extensions=list(self.extensions))
         data["image_size"] = list(self.image_size) if self.image_size else None
         return data
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The base training run (data, output, image size, epochs...) and the search's limits."""
+
+    train: TrainConfig
+    trials: int = 20
+    budget_minutes: float = 30.0
+
+    def __post_init__(self) -> None:
+        check(
+            self,
+            {
+                "trials": (self.trials >= 1, ">= 1"),
+                "budget_minutes": (self.budget_minutes > 0, "> 0"),
+            },
+        )
+        check(self.train, {"arch": (self.train.arch == "efficientnet_lite0", "efficientnet_lite0 for tune")})
+
+    @classmethod
+    def resolve(cls, job_file: Path | None, train: TrainConfig, **flags: Any) -> TuneConfig:
+        """Limits from ``[tune]`` in ``job_file`` (optional) and the flags given; flags win."""
+        values = merge(read_job_table(job_file, "tune", optional=True) if job_file else {}, flags)
+        unknown = sorted(set(values) - {"trials", "budget_minutes"})
+        if unknown:
+            raise InputError(f"[tune]: unknown keys {unknown}; known: ['budget_minutes', 'trials']")
+        return cls(train, **values)

@@ -11,7 +11,7 @@ import numpy as np
 
 from classify_job.decisions.calibration import HeldOut
 from classify_job.nets.efficientnet_lite import FEATURES, head_layers
-from classify_job.train.augment import AugmentConfig
+from classify_job.train.config import AugmentConfig
 from classify_job.train.dataset import LoadedSplit
 from classify_job.train.state import TrainRun, fit_run
 

@@ -23,13 +23,12 @@ import numpy as np
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec
-from classify_job.config import check, merge, read_job_table
-from classify_job.errors import DatasetError, InputError
+from classify_job.errors import DatasetError
 from classify_job.nets import pretrained
 from classify_job.runtime import set_seeds
 from classify_job.train.architectures import build_net, parse_options
-from classify_job.train.augment import AugmentConfig, build_augmentation
-from classify_job.train.config import TrainConfig
+from classify_job.train.augment import build_augmentation
+from classify_job.train.config import AugmentConfig, TrainConfig, TuneConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.finetune import CachedFeatures, extract_features, feature_function, fit_on_features
 from classify_job.train.pipeline import TrainResult, start_run, train
@@ -41,34 +40,6 @@ log = logging.getLogger(__name__)
 HEAD_SETTINGS = ("learning_rate", "dropout", "head_width", "augmented_views")
 FEATURE_SETTINGS = ("fine_tune_blocks", "augment_strength")
 PHASE_TWO_PASSES = 3  # a training step costs about three forward passes (forward, backward, update)
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """The base training run (data, output, image size, epochs...) and the search's limits."""
-
-    train: TrainConfig
-    trials: int = 20
-    budget_minutes: float = 30.0
-
-    def __post_init__(self) -> None:
-        check(
-            self,
-            {
-                "trials": (self.trials >= 1, ">= 1"),
-                "budget_minutes": (self.budget_minutes > 0, "> 0"),
-            },
-        )
-        check(self.train, {"arch": (self.train.arch == "efficientnet_lite0", "efficientnet_lite0 for tune")})
-
-    @classmethod
-    def resolve(cls, job_file: Path | None, train: TrainConfig, **flags: Any) -> TuneConfig:
-        """Limits from ``[tune]`` in ``job_file`` (optional) and the flags given; flags win."""
-        values = merge(read_job_table(job_file, "tune", optional=True) if job_file else {}, flags)
-        unknown = sorted(set(values) - {"trials", "budget_minutes"})
-        if unknown:
-            raise InputError(f"[tune]: unknown keys {unknown}; known: ['budget_minutes', 'trials']")
-        return cls(train, **values)
 
 
 def search_space(hp: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from helpers import COLORS, write_image
 from classify_job.bundle import BundleSpec
 from classify_job.decisions.calibration import calibration_figures
 from classify_job.errors import DatasetError, InputError
+from classify_job.hashing import content_prefixes
 from classify_job.loop.gate import (
     Holdout,
     PromoteConfig,
@@ -22,7 +23,7 @@ from classify_job.loop.gate import (
     refusals,
     training_overlap,
 )
-from classify_job.train.artifacts import TRAINING_HASHES, content_prefixes
+from classify_job.train.artifacts import TRAINING_HASHES
 from classify_job.train.dataset import LabelledFile
 from classify_job.train.metrics import report_from_probs
 

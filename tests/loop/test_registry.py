@@ -18,8 +18,7 @@ from classify_job.cli import app
 from classify_job.loop.gate import PromoteConfig
 from classify_job.loop.registry import promote, read_registry
 from classify_job.predictions import list_parts, read_part_metadata
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
+from classify_job.train.config import AugmentConfig, TrainConfig
 from classify_job.train.dataset import index_dataset
 from classify_job.train.pipeline import train
 

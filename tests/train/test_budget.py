@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 from classify_job.cli import app
 from classify_job.errors import InputError
 from classify_job.nets.cnn import build_cnn
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
+from classify_job.train.config import AugmentConfig, TrainConfig
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.fit import cosine_rate, fit_with_facts
 

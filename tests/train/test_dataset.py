@@ -12,7 +12,8 @@ from helpers import write_image
 
 from classify_job.errors import DatasetError, InputError
 from classify_job.sampledata import fashion_mnist
-from classify_job.train.augment import AugmentConfig, RandomShift, build_augmentation
+from classify_job.train.augment import RandomShift, build_augmentation
+from classify_job.train.config import AugmentConfig
 from classify_job.train.dataset import LabelledFile, class_weights, hash_split, index_dataset, load_split
 
 

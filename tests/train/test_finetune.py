@@ -17,8 +17,8 @@ from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.train import finetune
 from classify_job.train.architectures import configure
-from classify_job.train.augment import AugmentConfig, build_augmentation
-from classify_job.train.config import TrainConfig
+from classify_job.train.augment import build_augmentation
+from classify_job.train.config import AugmentConfig, TrainConfig
 from classify_job.train.pipeline import prepare_data, train
 from classify_job.train.state import TrainRun
 

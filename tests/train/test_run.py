@@ -13,8 +13,7 @@ from classify_job.bundle import load_bundle
 from classify_job.errors import InputError, OutputError
 from classify_job.nets.cnn import build_cnn, stage_widths
 from classify_job.train.architectures import ARCHITECTURES, build_model, configure
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
+from classify_job.train.config import AugmentConfig, TrainConfig
 from classify_job.train.fit import make_optimizer
 from classify_job.train.pipeline import train
 

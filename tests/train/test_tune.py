@@ -13,9 +13,8 @@ from PIL import Image
 from classify_job.bundle import read_spec
 from classify_job.errors import InputError
 from classify_job.train import tune as tune_module
-from classify_job.train.augment import AugmentConfig
-from classify_job.train.config import TrainConfig
-from classify_job.train.tune import TuneConfig, scaled, trial_config, tune
+from classify_job.train.config import AugmentConfig, TrainConfig, TuneConfig
+from classify_job.train.tune import scaled, trial_config, tune
 
 SIZE = (32, 32)
 
