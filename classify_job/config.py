@@ -167,6 +167,21 @@ def resolve(
     return build(cls, values, where, origins)
 
 
+def coerce_paths(settings: Any) -> None:
+    """Turn every field of a frozen settings dataclass typed ``Path`` (or ``Path | None``) into a
+    Path, whether a flag, a job file or a caller gave text; None stays None. The one place settings
+    become paths, called from each settings class's ``__post_init__``."""
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if value is not None and not isinstance(value, Path) and Path in _path_hint(hints.get(f.name)):
+            object.__setattr__(settings, f.name, Path(value))
+
+
+def _path_hint(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
 def check(obj: object, rules: Mapping[str, tuple[bool, str]]) -> None:
     """Raise InputError (a SettingError) for the first rule that fails:
     ``{"epochs": (epochs >= 1, ">= 1")}``."""

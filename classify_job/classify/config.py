@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from classify_job.classify.scan import Shard
-from classify_job.config import CPUS, MAX_THREADS, SettingError, check, resolve
+from classify_job.config import CPUS, MAX_THREADS, SettingError, check, coerce_paths, resolve
 from classify_job.errors import InputError
 from classify_job.walk import DEFAULT_EXTENSIONS, normalize_extensions
 
@@ -54,8 +54,7 @@ class ClassifyConfig:
     drift_min_rows: int = 200  # rows each side needs before a drift signal can raise a flag
 
     def __post_init__(self) -> None:
-        for name in REQUIRED:
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        coerce_paths(self)
         if isinstance(self.shard, str):
             try:
                 object.__setattr__(self, "shard", Shard.parse(self.shard))

@@ -328,7 +328,7 @@ def _recalibration_parts(bundle: Any, data: Path) -> dict[str, HeldOut]:
     spec = bundle.spec
     trained = (
         {s.relpath for s in labelled_files(data, "train", spec.labels, spec.extra)}
-        if _trained_on(spec, data)
+        if spec.trained_on(data)
         else set()
     )
     samples = [s for s in labelled_files(data, "all", spec.labels, spec.extra) if s.relpath not in trained]
@@ -340,11 +340,6 @@ def _recalibration_parts(bundle: Any, data: Path) -> dict[str, HeldOut]:
         probs, features = predict_with_features(bundle.model, loaded.images)
         parts[name] = HeldOut(probs, loaded.labels, features, f"{name} images of {data}")
     return parts
-
-
-def _trained_on(spec: BundleSpec, data: Path) -> bool:
-    trained = spec.extra.get("training", {}).get("data_dir")
-    return trained is not None and Path(trained).resolve() == data.resolve()
 
 
 def _joined(first: HeldOut, second: HeldOut) -> HeldOut:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from classify_job.bundle import Bundle, BundleSpec
-from classify_job.config import check, resolve
+from classify_job.config import check, coerce_paths, resolve
 from classify_job.decisions.calibration import calibration_figures
 from classify_job.decisions.rule import ACCEPT, DecisionRule
 from classify_job.errors import BundleError, DatasetError, InputError
@@ -51,10 +51,7 @@ class PromoteConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("bundle", "registry", "holdout"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.shadow is not None:
-            object.__setattr__(self, "shadow", Path(self.shadow))
+        coerce_paths(self)
         check(
             self,
             {

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from classify_job import atomic
+from classify_job.config import coerce_paths
 from classify_job.decisions.attributes import attribute_columns
 from classify_job.decisions.rule import (
     ACCEPT,
@@ -71,9 +72,7 @@ class TagJob:
     margin: float = DEFAULT_MARGIN
 
     def __post_init__(self) -> None:
-        for name in ("out", "catalog", "dest"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, Path(getattr(self, name)))
+        coerce_paths(self)
 
     @classmethod
     def resolve(cls, job_file: Path | None = None, **flags: Any) -> TagJob:

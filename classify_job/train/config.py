@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classify_job.config import CPUS, MAX_THREADS, build, check, merge, read_job_table, resolve
+from classify_job.config import CPUS, MAX_THREADS, build, check, coerce_paths, merge, read_job_table, resolve
 from classify_job.decisions.attributes import parse_attributes
 from classify_job.decisions.calibration import CLASS, SCOPES
 from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION
@@ -93,8 +93,7 @@ class TrainConfig:
         if size is not None:
             size = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
         object.__setattr__(self, "image_size", size)
-        object.__setattr__(self, "data_dir", Path(self.data_dir))
-        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        coerce_paths(self)
         object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
         object.__setattr__(self, "arch_options", dict(self.arch_options))
         if isinstance(self.augment, dict):

@@ -13,6 +13,7 @@ import numpy as np
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec
+from classify_job.config import coerce_paths
 from classify_job.errors import DatasetError, InputError
 from classify_job.train.dataset import (
     IMAGE_EXTENSIONS,
@@ -49,9 +50,7 @@ class EvaluateJob:
     split: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("bundle", "data", "out"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, Path(getattr(self, name)))
+        coerce_paths(self)
 
     @classmethod
     def resolve(cls, job_file: Path | None = None, **flags: Any) -> EvaluateJob:
