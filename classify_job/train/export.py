@@ -43,6 +43,8 @@ FORMATS = {"onnx": "model.onnx", "openvino": "openvino/model.xml"}
 # Files a format reads besides its main one; each is recorded with its SHA-256 under ``files``.
 COMPANIONS = {"onnx": (), "openvino": ("openvino/model.bin",)}
 INT8_FILE = "model.int8.onnx"  # classify_job.train.int8_export: added afterwards, from model.onnx
+# Every file an export may leave in a bundle: the main files, their companions and the int8 graph.
+EXPORT_FILES = (*FORMATS.values(), *(name for names in COMPANIONS.values() for name in names), INT8_FILE)
 LIBRARIES = {
     "onnx": ("keras", "jax2onnx", "onnx", "onnxruntime"),
     "openvino": ("keras", "jax2onnx", "openvino"),
@@ -131,16 +133,16 @@ def verification_images(spec: BundleSpec, data: Path | None) -> Verification:
         paths = [e.path for e in iter_files(data) if e.stat_error is None and e.size]
         source = f"images under {data}"
     else:
-        trained_on = spec.extra.get("training", {}).get("data_dir")
-        if not trained_on or not Path(trained_on).is_dir():
+        trained_on = spec.training_dir
+        if trained_on is None or not trained_on.is_dir():
             raise InputError(
                 f"the bundle's training data ({trained_on}) is not here; give --data DIR to verify on"
             )
         try:
-            samples = labelled_files(Path(trained_on), "test", spec.labels, spec.extra)
+            samples = labelled_files(trained_on, "test", spec.labels, spec.extra)
             split = "test split"
             if not samples:  # trained without a test split: any of its images will do
-                samples, split = labelled_files(Path(trained_on), "all", spec.labels, spec.extra), "images"
+                samples, split = labelled_files(trained_on, "all", spec.labels, spec.extra), "images"
         except DatasetError as exc:
             raise InputError(f"cannot read the bundle's test split: {exc}; give --data DIR") from exc
         paths = [fs_path(trained_on, s.relpath, s.relpath_bytes) for s in samples]
@@ -246,5 +248,5 @@ def export_entries(
 
 def _remove(bundle_dir: Path) -> None:
     """No export is better than one that was not checked: remove every exported file."""
-    for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin", INT8_FILE):
+    for name in EXPORT_FILES:
         (bundle_dir / name).unlink(missing_ok=True)

@@ -41,8 +41,8 @@ class Labelled:
 
 
 def _training_root(spec: BundleSpec) -> Path | None:
-    trained_on = spec.extra.get("training", {}).get("data_dir")
-    return Path(trained_on) if trained_on and Path(trained_on).is_dir() else None
+    trained_on = spec.training_dir
+    return trained_on if trained_on is not None and trained_on.is_dir() else None
 
 
 def _load(root: Path, split: str, spec: BundleSpec, limit: int) -> Labelled:

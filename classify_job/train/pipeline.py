@@ -135,7 +135,7 @@ def _with_exports(staging: Path, trained: Trained, spec: BundleSpec) -> tuple[Bu
     model in memory: model.keras was saved from it a moment ago, and reading the file back would
     test Keras' saving, not the export. A failed export leaves the Keras bundle, and a warning."""
     try:
-        check = decoded_images(trained.run.data, spec.extra["training"]["data_dir"])
+        check = decoded_images(trained.run.data, str(spec.training_dir))
         return with_exports(spec, export_graphs(trained.net, staging, check)), None
     except (ExportError, InputError) as exc:
         log.warning("the bundle has no exported graph (classify will use Keras): %s", exc)
