@@ -1,7 +1,7 @@
 """How many labels are accepted at the precision asked for, and are unfamiliar images kept out?
 
 Run: make bench-coverage  (or .venv/bin/python benchmarks/bench_coverage.py [--cases fmnist-300,sample]
-[--quick]); about 15 minutes for fmnist-300 + sample on 2 cores, fmnist-1500 adds about 20.
+[--quick]); 15-20 minutes for the three cases on 2 loaded cores, half of it fmnist-1500.
 
 Each case trains a bundle the way a user would (``classify-job train DATA --arch efficientnet_lite0
 --target-precision 0.95``, every other setting the command's default), then classifies a tree of

@@ -7,11 +7,15 @@ Peers (benchmarks/peers/, the [peers] extra: PyTorch, never imported by classify
   optimisation on 2 threads without spinning, Pillow draft decoding on a 2-thread pool 96 images
   ahead, batch 32, Parquet at the end;
 - torch_eager.py: PyTorch eager with a DataLoader (2 workers), Parquet at the end.
-classify-job runs its 4-class EfficientNet-Lite0 bundle (ImageNet backbone, its exported graph)
-and writes everything it always writes (rows, index, summary, HTML report). Runs alternate,
-whole process, 1000x1200 JPEGs; medians. Also: model-only images/s of both ONNX graphs, the rate
-decode plus model CPU time allows (each measured per image on one core), and start-up. Prints
-JSON. Expected runtime: ~25 min with both trees.
+classify-job runs a 4-class EfficientNet-Lite0 bundle fine-tuned on the sample photos (ImageNet
+backbone; trained once, ~10 min, and cached), with its float32 and int8 graphs (issue 23), and
+writes everything it always writes (rows, index, summary, HTML report): once with --runtime auto
+(which takes int8 where the export measured it faster) and once with the float32 graph. Runs
+alternate, whole process, 1000x1200 JPEGs; medians. Also: model-only images/s of both ONNX graphs
+and of int8 against float32 (alternated), the int8 gate's figures on the bundle's test split and
+on the 1000x1200 tree (labelled by folder), the rate decode plus model CPU time allows (each
+measured per image on one core), and start-up. Prints JSON. Expected runtime: ~30 min with both
+trees (--quick skips the thread split and start-up).
 """
 
 from __future__ import annotations
@@ -27,25 +31,74 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DATA, ROOT, camera_tree, classify, lite0_bundle, machine
+from common import DATA, ROOT, camera_tree, classify, machine
 
 import classify_job  # noqa: F401
 from classify_job.bundle import read_spec
+from classify_job.classify.backends.cpu import describe_cpu
 from classify_job.imageio import load_image
 
 PEERS = ROOT / "benchmarks" / "peers"
 PEER_ONNX = DATA / "peer_lite0.onnx"
+PHOTOS = DATA / "sample-photos-600"
+TRAINED = DATA / "lite0-sample-trained"
+CLI = [sys.executable, "-m", "classify_job"]
+
+
+def trained_bundle() -> Path:
+    """EfficientNet-Lite0 fine-tuned on 600 sample photos (another seed than the camera trees), so
+    the int8 gate judges a model that has learnt something."""
+    if not (TRAINED / "bundle.json").is_file():
+        subprocess.run([*CLI, "sample-data", str(PHOTOS), "--per-class", "150", "--seed", "3"], check=True)
+        train = [*CLI, "train", str(PHOTOS), "--arch", "efficientnet_lite0", "--out", str(TRAINED)]
+        subprocess.run([*train, "--augmented-views", "1", "--overwrite"], check=True)
+    return TRAINED
 
 
 def ensure_exports(tree: Path) -> Path:
-    bundle = lite0_bundle()
-    if not read_spec(bundle).exports:
-        subprocess.run(
-            [sys.executable, "-m", "classify_job", "export", str(bundle), "--data", str(tree)], check=True
-        )
+    bundle = trained_bundle()
+    formats = {e["format"] for e in read_spec(bundle).exports}
+    if "onnx" not in formats:
+        subprocess.run([*CLI, "export", str(bundle)], check=True)
+    if "onnx-int8" not in formats:
+        subprocess.run([*CLI, "export", str(bundle), "--int8"], check=True)
     if not PEER_ONNX.is_file():
         subprocess.run([sys.executable, str(PEERS / "export_onnx.py"), str(PEER_ONNX)], check=True)
     return bundle
+
+
+def int8_against_float(bundle: Path, pixels: np.ndarray, rounds: int = 9) -> dict:
+    """Model-only images/s of the int8 and float32 graphs, batch 32, 2 threads, one call of each
+    in turn per round (so the machine's load hits both alike); medians."""
+    sessions = {"float32": session(bundle / "model.onnx", 2), "int8": session(bundle / "model.int8.onnx", 2)}
+    rates: dict[str, list[float]] = {name: [] for name in sessions}
+    for infer in sessions.values():
+        infer.run(None, {"pixels": pixels})
+    for _ in range(rounds):
+        for name, infer in sessions.items():
+            start = time.perf_counter()
+            infer.run(None, {"pixels": pixels})
+            rates[name].append(len(pixels) / (time.perf_counter() - start))
+    medians = {name: round(statistics.median(r), 1) for name, r in rates.items()}
+    return {**medians, "ratio": round(medians["int8"] / medians["float32"], 2), "rounds": rounds}
+
+
+def gate_figures(bundle: Path, tree: Path) -> dict:
+    """The int8 gate's figures as the export recorded them (the bundle's test split) and on the
+    camera tree (its folders are the same four classes)."""
+    from classify_job.train.int8_export import graph_outputs
+    from classify_job.train.int8_gate import gate_images, judge
+
+    spec = read_spec(bundle)
+    (entry,) = [e for e in spec.exports if e["format"] == "onnx-int8"]
+    images = gate_images(spec, tree)
+    outputs = [graph_outputs(bundle / name, images.pixels) for name in ("model.onnx", "model.int8.onnx")]
+    verdict = judge(bundle, spec, images, *outputs)
+    return {
+        "at_export": entry["verified"],
+        "export_benchmark": entry["benchmark"],
+        "on_tree": {**verdict.figures, "passed": verdict.passed, "reasons": list(verdict.reasons)},
+    }
 
 
 def timed(command: list[str]) -> float:
@@ -109,7 +162,7 @@ def runtime_rates(bundle: Path, pixels: np.ndarray, tmp: Path) -> dict:
     behind --runtime auto's order."""
     np.save(tmp / "batch.npy", pixels)
     rates = {}
-    for runtime in ("onnx", "openvino", "keras"):
+    for runtime in ("onnx-int8", "onnx", "openvino", "keras"):
         command = [sys.executable, "-c", RUNTIME_RATE, str(bundle), runtime, str(tmp / "batch.npy")]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         rates[runtime] = json.loads(out.strip().splitlines()[-1])
@@ -129,10 +182,13 @@ def per_image_bounds(tree: Path, bundle: Path) -> dict:
     pixels = np.stack([load_image(p, (224, 224)).pixels for p in paths[:32]])
     decode = statistics.median(decode_ms(paths) for _ in range(3))
     model = 1000 / model_rate(bundle / "model.onnx", pixels, threads=1)
+    int8 = 1000 / model_rate(bundle / "model.int8.onnx", pixels, threads=1)
     return {
         "decode_ms_per_image_one_core": round(decode, 2),
         "model_ms_per_image_one_core": round(model, 2),
+        "int8_model_ms_per_image_one_core": round(int8, 2),
         "images_per_second_allowed_on_2_cores": round(2000 / (decode + model), 1),
+        "images_per_second_allowed_on_2_cores_int8": round(2000 / (decode + int8), 1),
         "model_only_images_per_second_ours": model_rate(bundle / "model.onnx", pixels, threads=2),
         "model_only_images_per_second_peer": model_rate(PEER_ONNX, pixels, threads=2),
     }
@@ -140,12 +196,19 @@ def per_image_bounds(tree: Path, bundle: Path) -> dict:
 
 def race(tree: Path, bundle: Path, tmp: Path, repeats: int, torch: bool) -> dict:
     files = sum(1 for _ in tree.rglob("*.jpg"))
-    walls: dict[str, list[float]] = {"classify_job": [], "ort_script": [], "torch_eager": []}
+    walls: dict[str, list[float]] = {
+        "classify_job": [],
+        "classify_job_float32": [],
+        "ort_script": [],
+        "torch_eager": [],
+    }
     loops = []
     for i in range(repeats):  # alternate, so drift in the machine's load hits everyone alike
         ours = classify(tree, bundle, tmp / f"ours-{tree.name}-{i}")
         walls["classify_job"].append(ours["wall_s"])
         loops.append(ours["facts"]["classified"] / ours["facts"]["timings"]["loop_s"])
+        floats = classify(tree, bundle, tmp / f"float-{tree.name}-{i}", "--runtime", "onnx")
+        walls["classify_job_float32"].append(floats["wall_s"])
         ort = [
             sys.executable,
             str(PEERS / "ort_script.py"),
@@ -163,6 +226,7 @@ def race(tree: Path, bundle: Path, tmp: Path, repeats: int, torch: bool) -> dict
     result["inside_loop_images_per_second"] = round(statistics.median(loops), 1)
     result["runtime"] = ours["facts"]["runtime"]
     result["ratio_to_ort_script"] = round(rates["classify_job"] / rates["ort_script"], 2)
+    result["float32_ratio_to_ort_script"] = round(rates["classify_job_float32"] / rates["ort_script"], 2)
     if torch:
         result["ratio_to_torch_eager"] = round(rates["classify_job"] / rates["torch_eager"], 2)
     return result
@@ -192,22 +256,32 @@ def main() -> None:
     parser.add_argument("--trees", default="480,2000", help="tree sizes (1000x1200 JPEGs)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch-eager peer")
+    parser.add_argument("--quick", action="store_true", help="skip the thread split and start-up")
     args = parser.parse_args()
     trees = [camera_tree(int(n)) for n in args.trees.split(",")]
     bundle = ensure_exports(trees[0])
     with tempfile.TemporaryDirectory() as tmp:
-        report = {"machine": machine(), **per_image_bounds(trees[0], bundle)}
+        report = {
+            "machine": {**machine(), "cpu_flags": describe_cpu()["flags"]},
+            **per_image_bounds(trees[0], bundle),
+        }
         pixels = np.stack([load_image(p, (224, 224)).pixels for p in sorted(trees[0].rglob("*.jpg"))[:32]])
+        report["model_only_int8_against_float32"] = int8_against_float(bundle, pixels)
         report["model_only_images_per_second_by_runtime"] = runtime_rates(bundle, pixels, Path(tmp))
+        report["int8_gate"] = gate_figures(bundle, trees[0])
         report["trees"] = [race(t, bundle, Path(tmp), args.repeats, not args.no_torch) for t in trees]
-        report.update(start_up(trees[0], bundle, Path(tmp)))
-        report["inside_loop_images_per_second_by_thread_split"] = thread_split(trees[0], bundle, Path(tmp))
+        if not args.quick:
+            report.update(start_up(trees[0], bundle, Path(tmp)))
+            report["inside_loop_images_per_second_by_thread_split"] = thread_split(
+                trees[0], bundle, Path(tmp)
+            )
     allowed = report["images_per_second_allowed_on_2_cores"]
     for tree in report["trees"]:
         tree["inside_loop_share_of_allowed"] = round(tree["inside_loop_images_per_second"] / allowed, 3)
     report["model_only_ratio"] = round(
         report["model_only_images_per_second_ours"] / report["model_only_images_per_second_peer"], 2
     )
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
 
 
