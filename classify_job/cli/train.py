@@ -68,6 +68,14 @@ def train(
     augmented_views: Annotated[
         int | None, typer.Option(help="efficientnet_lite0: augmented copies per training image to cache.")
     ] = None,
+    tta: Annotated[
+        str | None,
+        typer.Option(
+            help="efficientnet_lite0: flip serves the mean over each image and its left-right mirror "
+            "(twice the compute per image); none (the default) the image alone. Not for text or "
+            "handed products.",
+        ),
+    ] = None,
     budget_minutes: Annotated[
         float | None,
         typer.Option(help="Size the epochs (and the cosine schedule) to this many minutes of fitting."),
@@ -92,7 +100,7 @@ def train(
     """Train a classifier on DATA and write a model bundle (model, labels, metrics, plots) to --out."""
     from classify_job.train.config import TrainConfig
 
-    arch_flags = {"fine_tune_blocks": fine_tune_blocks, "augmented_views": augmented_views}
+    arch_flags = {"fine_tune_blocks": fine_tune_blocks, "augmented_views": augmented_views, "tta": tta}
     invoke(
         lambda: _train(
             TrainConfig.resolve(

@@ -157,7 +157,7 @@ def evaluate_arrays(
         raise InputError(
             f"labels must be in [0, {len(labels)}). Received range: {data.labels.min()}..{data.labels.max()}"
         )
-    probs = np.asarray(model.predict(data.images, batch_size=batch_size, verbose=0), dtype=np.float64)
+    probs, _ = predict_with_features(model, data.images, batch_size)  # as served: with its test-time flip
     return report_from_probs(labels, data.labels, probs, data.relpaths, split, data.bad_files)
 
 

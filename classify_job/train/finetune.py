@@ -28,10 +28,18 @@ from classify_job.decisions.calibration import HeldOut
 from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
+from classify_job.nets.inference import with_flip_tta
 from classify_job.train.augment import build_augmentation
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.fit import EpochInfo, Fitted, monitor_metric
-from classify_job.train.lite0_heads import Head, fit_head, out_of_fold, penultimate
+from classify_job.train.lite0_heads import (
+    Head,
+    fit_head,
+    out_of_fold,
+    penultimate,
+    served_heads,
+    with_fold_heads,
+)
 from classify_job.train.state import TrainRun, fit_run
 from classify_job.versions import package_version
 
@@ -39,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BACKBONE = "efficientnet_lite0"  # the nested backbone model's name inside the classifier
 NUM_BLOCKS = len(block_specs())
+TTA_MODES = ("flip", "none")
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,11 @@ class FinetuneOptions:
     ``head_lr_factor`` times it (a linear head on fixed features converges ~10x faster than a 1e-3
     rate allows in 30 short epochs), phase 2 at ``fine_tune_lr_factor`` times it, for up to
     ``fine_tune_epochs``. ``head_width``: units of a ReLU layer between the features and the
-    softmax (0: none, the softmax sits on the features).
+    softmax (0: none, the softmax sits on the features). ``tta``: ``flip`` serves the mean of the
+    probabilities of each image and its left-right mirror (:mod:`classify_job.nets.inference`;
+    twice the compute per image), ``none`` the image alone. ``fold_heads``: serve the mean of the
+    ``FOLDS`` out-of-fold heads instead of the head trained on every image, when phase 1 is kept
+    (:func:`~classify_job.train.lite0_heads.out_of_fold`); a head with a hidden layer has none.
     """
 
     dropout: float = 0.2
@@ -63,6 +76,8 @@ class FinetuneOptions:
     fine_tune_lr_factor: float = 0.1
     feature_batch_size: int = 64
     head_width: int = 0
+    tta: str = "none"
+    fold_heads: bool = True
 
     def __post_init__(self) -> None:
         check(
@@ -76,6 +91,7 @@ class FinetuneOptions:
                 "fine_tune_lr_factor": (0.0 < self.fine_tune_lr_factor <= 1.0, "in (0, 1]"),
                 "feature_batch_size": (self.feature_batch_size >= 1, ">= 1"),
                 "head_width": (self.head_width >= 0, ">= 0 (0: no hidden layer)"),
+                "tta": (self.tta in TTA_MODES, f"one of {TTA_MODES}"),
             },
         )
 
@@ -91,30 +107,40 @@ class FinetuneOptions:
 
 @dataclass(frozen=True)
 class CachedFeatures:
-    """The training and validation splits as backbone features (:func:`cache_features`), and the
-    seconds their extraction took (None: not measured, e.g. shared by tuning trials)."""
+    """The training and validation splits as backbone features (:func:`cache_features`), the
+    seconds their extraction took (None: not measured, e.g. shared by tuning trials), and with a
+    test-time flip the features of the mirrored unaugmented images (:func:`mirrored_features`),
+    so held-out predictions average over the mirror as the served graph does."""
 
     splits: TrainingData
     seconds: float | None = None
+    mirrored: TrainingData | None = None
 
 
 def build_pretrained_classifier(
     num_classes: int, image_size: tuple[int, int], channels: int, options: FinetuneOptions | None = None
 ) -> keras.Model:
-    """Registered builder: frozen ImageNet Lite0 backbone + dropout + softmax head, pixels 0..255 in."""
+    """Registered builder: frozen ImageNet Lite0 backbone + dropout + softmax head, pixels 0..255
+    in; then the fold heads' ensemble layer (identity until fitted) and the test-time flip layer,
+    as ``options`` asks."""
     if channels != 3:
         raise InputError(f"efficientnet_lite0 needs rgb images. Received: {channels} channel(s)")
     options = options or FinetuneOptions()
     backbone = pretrained.pretrained_backbone(image_size, fast=True)
     backbone.trainable = False
-    return build_classifier(backbone, num_classes, options.dropout, options.head_width)
+    net = build_classifier(backbone, num_classes, options.dropout, options.head_width)
+    net = with_fold_heads(net) if options.fold_heads and not options.head_width else net
+    return with_flip_tta(net) if options.tta == "flip" else net
 
 
 def fit_pretrained(net: keras.Model, run: TrainRun) -> Fitted:
     """Registered recipe: cache the backbone's features of every image, then :func:`fit_on_features`."""
     started = time.perf_counter()
-    features = cache_features(net.get_layer(BACKBONE), run)
-    return fit_on_features(net, run, CachedFeatures(features, round(time.perf_counter() - started, 1)))
+    backbone = net.get_layer(BACKBONE)
+    features = cache_features(backbone, run)
+    mirrored = mirrored_features(backbone, run) if run.options.tta == "flip" else None
+    seconds = round(time.perf_counter() - started, 1)
+    return fit_on_features(net, run, CachedFeatures(features, seconds, mirrored))
 
 
 def fit_on_features(
@@ -136,13 +162,19 @@ def fit_on_features(
         phase_two = dataclasses.replace(run, on_epoch=_shifted(run.on_epoch, len(history), total))
         rows, facts["kept_phase"] = _phase_two(net, phase_two, history)
         history += rows
-    facts = {"pretrained": {**weights_provenance(), **facts}}
+    facts = {"pretrained": {**weights_provenance(), **facts}, "tta": tta_facts(options)}
     if facts["pretrained"]["kept_phase"] != 1 or not calibration:  # phase 2 made the features stale
-        return Fitted(history, facts)
+        return Fitted(history, {**facts, "heads": served_heads(net)})
     clean = len(run.data.train)  # the cached training features start with the unaugmented view
     penult = penultimate(net, features.splits.train.images[:clean])
     reference = HeldOut(np.zeros((clean, 0)), run.data.train.labels, penult, "cached training features")
-    return Fitted(history, facts, out_of_fold(net, on_features, clean, options.head), reference)
+    held_out = out_of_fold(net, on_features, clean, options.head, features.mirrored)
+    return Fitted(history, {**facts, "heads": served_heads(net)}, held_out, reference)
+
+
+def tta_facts(options: FinetuneOptions) -> dict[str, str]:
+    """bundle.json's ``tta``: what the served graph averages over (the model's FlipTTA layer serves it)."""
+    return {"flip": "horizontal" if options.tta == "flip" else "none"}
 
 
 def _phase_two(
@@ -184,6 +216,19 @@ def cache_features(backbone: keras.Model, run: TrainRun) -> TrainingData:
         extract_features(clean, data.val.images, options.feature_batch_size),
         data.val.labels,
         data.val.relpaths,
+    )
+    return dataclasses.replace(data, train=train, val=val)
+
+
+def mirrored_features(backbone: keras.Model, run: TrainRun) -> TrainingData:
+    """The unaugmented training and validation images' left-right mirrors as backbone features."""
+    features_of, batch = feature_function(backbone), run.options.feature_batch_size
+    data = run.data
+    train, val = (
+        LoadedSplit(
+            extract_features(features_of, split.images[:, :, ::-1], batch), split.labels, split.relpaths
+        )
+        for split in (data.train, data.val)
     )
     return dataclasses.replace(data, train=train, val=val)
 
