@@ -13,6 +13,7 @@ pytest.importorskip("ray", reason="the [ray] extra is not installed")
 VOLATILE = ["run_id", "classified_at"]
 
 
+@pytest.mark.slow  # 20-40 s: starts a local Ray cluster
 def test_ray_engine_writes_the_same_rows_and_summary_as_the_local_engine(tiny_tree, color_bundle, tmp_path):
     tree = tiny_tree(per_class=7)
     (tree / "corrupt.jpg").write_bytes(b"\xff\xd8 not really")

@@ -138,6 +138,7 @@ def test_colour_alone_cannot_tell_the_classes_apart(sample_tree):
     assert gender < 0.65, gender
 
 
+@pytest.mark.slow  # 35-50 s: trains a small CNN on the sample photos
 def test_colour_histograms_stay_far_below_a_convnet_on_held_out_photos(sample_tree, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
