@@ -118,6 +118,7 @@ def _use_cache(lite0_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLASSIFY_JOB_CACHE", str(lite0_weights))
 
 
+@pytest.mark.slow  # ~45 s: a Lite0 training with its exports
 @pytest.mark.usefixtures("_use_cache")
 def test_a_lite0_bundle_serves_the_mean_of_its_fold_heads_with_the_flip_in_every_runtime(tiny_tree, tmp_path):
     from classify_job.classify.backends import load_graph
