@@ -39,6 +39,21 @@ def _build_cnn(num_classes: int, image_size: tuple[int, int], channels: int, opt
     return build_cnn(num_classes, image_size, channels, **options)
 
 
+CNN_OPTIONS = ("top_width", "dropout")  # classify_job.nets.cnn.cnn's keyword arguments
+
+
+def _cnn_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The cnn's ``arch_options`` (its builder's keyword arguments); an unknown one is an InputError
+    naming it, so a Lite0-only flag such as ``--tta`` says so instead of failing inside Keras."""
+    unknown = sorted(set(options) - set(CNN_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"arch cnn takes arch_options {list(CNN_OPTIONS)}; {unknown} belong to another "
+            f"architecture (e.g. --arch efficientnet_lite0). Received: {dict(options)}"
+        )
+    return dict(options)
+
+
 def _build_lite0(*args: Any) -> Any:
     from classify_job.train.finetune import build_pretrained_classifier
 
@@ -70,7 +85,7 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "cnn": Architecture(_build_cnn, fit_plain, (64, 64)),
+    "cnn": Architecture(_build_cnn, fit_plain, (64, 64), options=_cnn_options),
     "efficientnet_lite0": Architecture(_build_lite0, _fit_lite0, (224, 224), ("rgb",), _lite0_options),
 }
 
