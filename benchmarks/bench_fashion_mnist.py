@@ -81,7 +81,7 @@ def print_epoch(info: EpochInfo) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, help="a cap; default: the job file's (40, with its 27-minute budget)")
+    parser.add_argument("--epochs", type=int, help="a cap (job file: 40, with a 27-minute budget)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
