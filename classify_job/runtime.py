@@ -186,6 +186,20 @@ def _keras_initializing() -> bool:
 
 
 @contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """Libraries that log every step at info level on the root logger (jax2onnx, ONNX Runtime's
+    quantiser) stay out of a user's output, unless debug logs were asked for (--verbose)."""
+    root = logging.getLogger()
+    level = root.level
+    if level > logging.DEBUG:
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@contextmanager
 def counting_compilations() -> Iterator[dict[str, int]]:
     """Count, while the block runs, XLA compilations served by the persistent cache (``hits``)
     and compiled afresh (``misses``); the dict is updated live. Imports JAX."""

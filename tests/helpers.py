@@ -33,3 +33,21 @@ def colour_folder(root: Path, per_class: int) -> Path:
         for i in range(per_class):
             write_image(root / name / f"{name}_{i:03d}.png", color)
     return root
+
+
+def break_int8_graph(monkeypatch) -> None:
+    """Make the int8 graph get every image wrong (its probabilities rolled by one class), so its
+    gate must refuse it; the float graphs answer as before."""
+    from classify_job.train import int8_export
+
+    outputs = int8_export.graph_outputs
+
+    def broken(path, pixels, batch=32):
+        probs, features = outputs(path, pixels, batch)
+        return (
+            (np.roll(probs, 1, axis=1), features)
+            if Path(path).name == "model.int8.onnx"
+            else (probs, features)
+        )
+
+    monkeypatch.setattr(int8_export, "graph_outputs", broken)

@@ -14,10 +14,7 @@ runs it about 3x faster than the raw export.
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ import numpy as np
 
 from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastPointwiseConv2D
 from classify_job.nets.inference import FEATURES, PROBABILITIES, inference_model
+from classify_job.runtime import quiet_root_logger
 
 ONNX_OPSET = 18  # jax2onnx's ReduceMean needs 18 or later
 
@@ -54,7 +52,7 @@ def export_onnx(model: keras.Model, path: Path) -> dict[str, Any]:
     spec = keras.InputSpec(shape=(None, *serving.input_shape[1:]), dtype="uint8", name="pixels")
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
         raw = Path(scratch) / "raw.onnx"  # Keras may write the weights beside it as external data
-        with _converter_logs_quiet():
+        with quiet_root_logger():
             serving.export(
                 str(raw), format="onnx", input_signature=[spec], opset_version=ONNX_OPSET, verbose=False
             )
@@ -67,20 +65,6 @@ def export_onnx(model: keras.Model, path: Path) -> dict[str, Any]:
         onnx.save(graph, str(raw))
         optimise_basic(raw, path)
     return {"opset": ONNX_OPSET, "relu6_clips": clips, "pools_2d": pools, "optimised": "onnxruntime basic"}
-
-
-@contextmanager
-def _converter_logs_quiet() -> Iterator[None]:
-    """jax2onnx logs each step at info level, partly on the root logger: keep that out of a user's
-    output unless they asked for debug logs (--verbose)."""
-    root = logging.getLogger()
-    level = root.level
-    if level > logging.DEBUG:
-        root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def optimise_basic(source: Path, target: Path) -> None:

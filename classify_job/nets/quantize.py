@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from classify_job.runtime import quiet_root_logger
 
 # Measured on AMD EPYC (Zen 4, AVX-512 VNNI), a fine-tuned EfficientNet-Lite0, batch 32, 2 threads,
 # medians of 7-9 alternated rounds, top-1 agreement with the float graph on 256 of its images
@@ -98,7 +99,7 @@ def quantize_graph(
     excluded = [name for k in keep_float for name in named.get(k, [k])]
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".quantize-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        with _quiet():
+        with quiet_root_logger():
             quant_pre_process(str(source), str(prepared), skip_optimization=True)
             quantize_static(
                 str(prepared),
@@ -129,16 +130,3 @@ def quantize_graph(
         "nodes_kept_float": len(excluded),
         "calibration": {"method": calibration, "images": len(pixels)},
     }
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The quantiser logs every tensor it calibrates at info level on the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    if level > logging.DEBUG:
-        root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        root.setLevel(level)

@@ -7,10 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from helpers import colour_folder
+from helpers import break_int8_graph, colour_folder
 
 from classify_job.bundle import bundle_file, read_spec
 from classify_job.classify.backends import open_backend
@@ -76,17 +75,7 @@ def test_the_gate_refuses_a_graph_that_drops_accuracy_and_keeps_nothing(
     from classify_job.cli import app
 
     bundle = shutil.copytree(int8_bundle, tmp_path / "bundle")
-    outputs = int8_export.graph_outputs
-
-    def broken(path, pixels, batch=32):  # the int8 graph gets every image wrong
-        probs, features = outputs(path, pixels, batch)
-        return (
-            (np.roll(probs, 1, axis=1), features)
-            if Path(path).name == "model.int8.onnx"
-            else (probs, features)
-        )
-
-    monkeypatch.setattr(int8_export, "graph_outputs", broken)
+    break_int8_graph(monkeypatch)  # the int8 graph gets every image wrong
     result = CliRunner().invoke(app, ["export", str(bundle), "--data", str(tree), "--int8"])
     assert result.exit_code == 3, result.output
     assert "int8 graph was refused" in result.output and "accuracy" in result.output

@@ -4,12 +4,10 @@ gate refuses is a warning, and the bundle keeps its float graphs."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import numpy as np
+from helpers import break_int8_graph
 
 from classify_job.bundle import bundle_file, read_spec
-from classify_job.train import int8_export
 from classify_job.train.pipeline import train
 
 from .test_run import tiny_config
@@ -31,17 +29,7 @@ def test_train_writes_the_gated_int8_graph(tiny_tree, tmp_path):
 def test_a_refused_int8_graph_is_a_warning_and_the_float_graphs_stay(
     tiny_tree, tmp_path, monkeypatch, caplog
 ):
-    outputs = int8_export.graph_outputs
-
-    def broken(path, pixels, batch=32):  # the int8 graph gets every image wrong
-        probs, features = outputs(path, pixels, batch)
-        return (
-            (np.roll(probs, 1, axis=1), features)
-            if Path(path).name == "model.int8.onnx"
-            else (probs, features)
-        )
-
-    monkeypatch.setattr(int8_export, "graph_outputs", broken)
+    break_int8_graph(monkeypatch)  # the int8 graph gets every image wrong
     with caplog.at_level(logging.WARNING):
         train(tiny_config(tiny_tree(per_class=8), tmp_path / "model", int8=True))
     assert "the bundle has no int8 graph" in caplog.text and "int8 graph was refused" in caplog.text
