@@ -71,9 +71,8 @@ def train(
     tta: Annotated[
         str | None,
         typer.Option(
-            help="efficientnet_lite0: flip serves the mean over each image and its left-right mirror "
-            "(twice the compute per image); none (the default) the image alone. Not for text or "
-            "handed products.",
+            help="flip serves the mean over each image and its left-right mirror (twice the compute "
+            "per image); none (the default) the image alone. Not for text or handed products.",
         ),
     ] = None,
     budget_minutes: Annotated[

@@ -1,8 +1,14 @@
-"""Depthwise and 1x1 convolutions written as slices, products and einsums, which XLA on CPU runs
-about 8x faster than the grouped/1x1 convolutions the stock Keras layers lower to.
+"""Stock Keras layers rewritten as slices, products and reshapes that XLA on CPU runs faster.
 
-Both layers keep the stock layers' weight shapes and names (``kernel``, ``bias``), so weights move
-freely between them and ``keras.layers.DepthwiseConv2D`` / ``Conv2D``. Channels-last only.
+- Depthwise and 1x1 convolutions: about 8x faster than the grouped/1x1 convolutions the stock
+  layers lower to. They keep the stock layers' weight shapes and names (``kernel``, ``bias``), so
+  weights move freely between them and ``keras.layers.DepthwiseConv2D`` / ``Conv2D``.
+- 2x2 max-pooling as a reshape and a max: a training step of the Fashion-MNIST CNN took 0.91x
+  the time of ``reduce_window`` pooling (AMD EPYC Zen 4, 25 interleaved pairs, faster in 23; 0.86x
+  on an Intel Xeon).
+
+The exported graphs swap each back to the stock layer (:mod:`classify_job.nets.graphs`), for
+which every runtime has fused kernels. Channels-last only.
 """
 
 from __future__ import annotations
@@ -173,3 +179,24 @@ class FastPointwiseConv2D(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="classify_job")
+class FastMaxPool2D(keras.layers.Layer):
+    """``keras.layers.MaxPooling2D(2)`` (2x2 window, stride 2, "valid": an odd last row or column
+    is dropped) as a reshape into 2x2 blocks and a max over them, which XLA fuses with its
+    neighbours; its gradient needs no select-and-scatter."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def call(self, inputs):
+        height, width, channels = inputs.shape[1] // 2, inputs.shape[2] // 2, inputs.shape[3]
+        blocks = ops.reshape(inputs[:, : 2 * height, : 2 * width, :], (-1, height, 2, width, 2, channels))
+        return ops.max(blocks, axis=(2, 4))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        halve = lambda size: None if size is None else size // 2  # noqa: E731
+        return (batch, halve(height), halve(width), channels)

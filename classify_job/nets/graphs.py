@@ -1,8 +1,8 @@
 """Export a trained classifier as an inference graph that CPU runtimes fuse well.
 
 The graph is the bundle's model rebuilt for serving: the fast layers become the stock Keras layers
-they mirror (a runtime has fused kernels for real depthwise and 1x1 convolutions, not for shifted
-sums), with a uint8 input and two named outputs, probabilities and features
+they mirror (a runtime has fused kernels for real depthwise and 1x1 convolutions and pooling, not for
+shifted sums and reshapes), with a uint8 input and two named outputs, probabilities and features
 (:mod:`classify_job.nets.inference`). Keras writes the ONNX file itself (jax2onnx). Two rewrites
 follow, each measured: ReLU6, which jax2onnx emits as Max then Min, becomes one Clip, which ONNX
 Runtime fuses into the convolution before it (65 -> 166 images/s); jax2onnx's 4-d MaxPool, which
@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastPointwiseConv2D
+from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastMaxPool2D, FastPointwiseConv2D
 from classify_job.nets.inference import FEATURES, PROBABILITIES, inference_model
 from classify_job.runtime import quiet_root_logger
 
@@ -29,7 +29,7 @@ ONNX_OPSET = 18  # jax2onnx's ReduceMean needs 18 or later
 
 
 def serving_model(model: keras.Model) -> keras.Model:
-    """``model`` with stock convolutions, uint8 in, probabilities and features out; same weights."""
+    """``model`` with stock layers, uint8 in, probabilities and features out; same weights."""
     clone = keras.models.clone_model(model, clone_function=_stock_layer, recursive=True)
     clone.set_weights(model.get_weights())
     return inference_model(clone)
@@ -41,6 +41,8 @@ def _stock_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     if isinstance(layer, FastDepthwiseConv2D):
         kernel, strides, padding, bias = layer.kernel_size, layer.strides, layer.padding, layer.use_bias
         return keras.layers.DepthwiseConv2D(kernel, strides, padding=padding, use_bias=bias, name=layer.name)
+    if isinstance(layer, FastMaxPool2D):
+        return keras.layers.MaxPooling2D(2, name=layer.name)
     return layer.__class__.from_config(layer.get_config())
 
 

@@ -21,6 +21,7 @@ from keras import ops
 PROBABILITIES = "probabilities"
 FEATURES = "features"
 FLIPS = ("none", "horizontal")
+TTA_MODES = ("flip", "none")  # what `--tta` takes: "flip" serves the horizontal flip
 
 
 @keras.saving.register_keras_serializable(package="classify_job")
@@ -76,6 +77,6 @@ def inference_model(model: keras.Model) -> keras.Model:
         width = model.input_shape[2]
         mirrored = ops.take(pixels, ops.arange(width - 1, -1, -1), axis=2)  # a Gather every runtime has
         probabilities, features = inner(pixels)
-        probabilities = (probabilities + inner(mirrored)[0]) / 2
+        probabilities = (probabilities + inner(mirrored)[0]) * 0.5
     outputs: dict[str, Any] = {PROBABILITIES: probabilities, FEATURES: features}
     return keras.Model(pixels, outputs, name=f"{model.name}_inference")

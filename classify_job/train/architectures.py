@@ -39,12 +39,12 @@ def _build_cnn(num_classes: int, image_size: tuple[int, int], channels: int, opt
     return build_cnn(num_classes, image_size, channels, **options)
 
 
-CNN_OPTIONS = ("top_width", "dropout")  # classify_job.nets.cnn.cnn's keyword arguments
+CNN_OPTIONS = ("top_width", "dropout", "tta")  # classify_job.nets.cnn.cnn's keyword arguments
 
 
 def _cnn_options(options: dict[str, Any]) -> dict[str, Any]:
     """The cnn's ``arch_options`` (its builder's keyword arguments); an unknown one is an InputError
-    naming it, so a Lite0-only flag such as ``--tta`` says so instead of failing inside Keras."""
+    naming it, so a Lite0-only flag such as ``--fine-tune-blocks`` says so instead of failing inside Keras."""
     unknown = sorted(set(options) - set(CNN_OPTIONS))
     if unknown:
         raise InputError(

@@ -28,7 +28,7 @@ from classify_job.decisions.calibration import HeldOut
 from classify_job.errors import InputError
 from classify_job.nets import pretrained
 from classify_job.nets.efficientnet_lite import FEATURES, block_specs, build_classifier
-from classify_job.nets.inference import with_flip_tta
+from classify_job.nets.inference import TTA_MODES, with_flip_tta
 from classify_job.train.augment import build_augmentation
 from classify_job.train.dataset import LoadedSplit, TrainingData
 from classify_job.train.fit import EpochInfo, Fitted, monitor_metric
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 BACKBONE = "efficientnet_lite0"  # the nested backbone model's name inside the classifier
 NUM_BLOCKS = len(block_specs())
-TTA_MODES = ("flip", "none")
 
 
 @dataclass(frozen=True)

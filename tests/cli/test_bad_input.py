@@ -178,7 +178,7 @@ def test_sigterm_while_the_bundle_is_read_exits_75(tiny_tree, color_bundle, tmp_
     assert len(pd.read_parquet(out / "predictions")) == 6
 
 
-@pytest.mark.parametrize("args", [["--tta", "flip"], ["--fine-tune-blocks", "2"]])
+@pytest.mark.parametrize("args", [["--augmented-views", "1"], ["--fine-tune-blocks", "2"]])
 def test_a_lite0_option_with_the_cnn_is_exit_2_naming_it(tiny_tree, tmp_path, args):
     result = invoke("train", tiny_tree(per_class=2), "--out", tmp_path / "m", "--arch", "cnn", *args)
     assert_one_line_exit_2(result, "arch cnn takes arch_options")

@@ -8,11 +8,22 @@ import numpy as np
 import pytest
 
 from classify_job.bundle import load_bundle
-from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastPointwiseConv2D
+from classify_job.nets.cnn import cnn
+from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastMaxPool2D, FastPointwiseConv2D
 from classify_job.nets.graphs import export_onnx, export_openvino, serving_model
 from classify_job.nets.inference import inference_model
 
 V1 = Path(__file__).parents[1] / "fixtures" / "v1"
+
+
+MODELS = ["lite_bundle", "cnn_bundle", "fresh_cnn"]
+
+
+def model_for(name):
+    """A bundle written by version 1, or today's CNN: fast pooling and the test-time flip."""
+    if name == "fresh_cnn":
+        return cnn(3, (28, 28), 1, top_width=64, tta="flip")
+    return load_bundle(V1 / name).model
 
 
 def pixels(model, n=6):
@@ -24,12 +35,12 @@ def flat_layers(model):
         yield from flat_layers(layer) if isinstance(layer, keras.Model) else [layer]
 
 
-@pytest.mark.parametrize("name", ["lite_bundle", "cnn_bundle"])
+@pytest.mark.parametrize("name", MODELS)
 def test_serving_model_computes_the_same_function_with_stock_layers(name):
-    model = load_bundle(V1 / name).model
+    model = model_for(name)
     serving = serving_model(model)
     kinds = {type(layer) for layer in flat_layers(serving)}
-    assert not kinds & {FastDepthwiseConv2D, FastPointwiseConv2D}
+    assert not kinds & {FastDepthwiseConv2D, FastPointwiseConv2D, FastMaxPool2D}
     x = pixels(model)
     expected = inference_model(model).predict_on_batch(x)
     got = serving.predict_on_batch(x)
@@ -38,13 +49,13 @@ def test_serving_model_computes_the_same_function_with_stock_layers(name):
     np.testing.assert_allclose(got["features"], expected["features"], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["lite_bundle", "cnn_bundle"])
+@pytest.mark.parametrize("name", MODELS)
 def test_onnx_and_openvino_files_match_keras(name, tmp_path):
     import onnx
 
     from classify_job.classify.backends import load_graph
 
-    model = load_bundle(V1 / name).model
+    model = model_for(name)
     info = export_onnx(model, tmp_path / "model.onnx")
     ops = [node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node]
     assert "Max" not in ops and "Min" not in ops  # ReLU6 became Clip

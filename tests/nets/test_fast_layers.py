@@ -10,7 +10,12 @@ import pytest
 import classify_job  # noqa: F401  forces the JAX backend before keras builds anything
 from classify_job.bundle import BundleSpec, load_bundle, save_bundle
 from classify_job.nets.efficientnet_lite import build_backbone, build_classifier
-from classify_job.nets.fast_layers import FastDepthwiseConv2D, FastPointwiseConv2D, same_padding
+from classify_job.nets.fast_layers import (
+    FastDepthwiseConv2D,
+    FastMaxPool2D,
+    FastPointwiseConv2D,
+    same_padding,
+)
 
 ATOL = 1e-5
 
@@ -68,6 +73,14 @@ def test_pointwise_matches_stock_forward_and_gradients(use_bias):
     _assert_same(stock, fast, x)
 
 
+@pytest.mark.parametrize("size", [(7, 9), (8, 6), (3, 3)])
+def test_maxpool_matches_stock_forward_and_gradients(size):
+    x = np.random.default_rng(3).normal(size=(2, *size, 3)).astype("float32")  # no ties
+    stock, fast = keras.layers.MaxPooling2D(2), FastMaxPool2D()
+    _pair_up(stock, fast, x.shape)  # builds both: no weights to share
+    _assert_same(stock, fast, x)
+
+
 def test_weights_have_stock_shapes_and_names():
     depthwise = FastDepthwiseConv2D(5, use_bias=True)
     depthwise.build((None, 8, 8, 6))
@@ -93,6 +106,7 @@ def test_invalid_arguments_are_echoed():
 def test_model_round_trips_through_keras_file_in_safe_mode(tmp_path):
     inputs = keras.Input((9, 9, 4))
     x = FastDepthwiseConv2D(3, 2, use_bias=True, name="dw")(inputs)
+    x = FastMaxPool2D(name="pool")(x)
     outputs = FastPointwiseConv2D(5, use_bias=True, kernel_initializer="he_normal", name="pw")(x)
     model = keras.Model(inputs, outputs)
     path = tmp_path / "model.keras"
@@ -102,7 +116,7 @@ def test_model_round_trips_through_keras_file_in_safe_mode(tmp_path):
 
     x = np.random.default_rng(0).normal(size=(2, 9, 9, 4)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-    for name in ("dw", "pw"):
+    for name in ("dw", "pool", "pw"):
         assert type(loaded.get_layer(name)) is type(model.get_layer(name))
         assert loaded.get_layer(name).get_config() == model.get_layer(name).get_config()
 
