@@ -5,6 +5,7 @@ the caller's progress display."""
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -185,20 +186,24 @@ def cosine_rate(config: TrainConfig, epoch: int, epochs: int) -> float:
 class TimeBudget(keras.callbacks.Callback):
     """Sizes the epochs to ``config.budget_minutes`` of fitting and stops on time.
 
-    The first ``PLANNING_EPOCHS`` are timed (the first one includes compilation, so the plan made
-    after it is a cautious one and the next replaces it); the plan is the epochs that fit what is
-    left, capped by ``config.epochs``, and the cosine schedule, when chosen, is sized to it. It
-    also stops before an epoch the time left would not hold, and within an epoch once the budget is
-    spent. Stopping ends ``fit``, whose EarlyStopping then restores the best epoch's weights.
+    The plan is the epochs that fit what is left at the typical epoch's pace, capped by
+    ``config.epochs``, and the cosine schedule, when chosen, is sized to it. It is made after each
+    of the first ``PLANNING_EPOCHS`` and re-made while under ``REPLAN_SHARE`` of the planned
+    epochs are done, where changing the schedule's length barely moves its rate. The typical epoch
+    is the median of those timed after the first, which includes compilation (a plan made on the
+    first alone is a cautious one, and ran a 27-minute budget to 24.3 minutes). Fitting also stops
+    before an epoch the time left would not hold, and within an epoch once the budget is spent.
+    Stopping ends ``fit``, whose EarlyStopping then restores the best epoch's weights.
     """
 
     PLANNING_EPOCHS = 2
+    REPLAN_SHARE = 1 / 3
 
     def __init__(self, config: TrainConfig, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.config, self.clock = config, clock
         self.budget_s = float(config.budget_minutes) * 60
-        self.planned, self.stop_reason = config.epochs, None
+        self.planned, self.stop_reason, self.timed = config.epochs, None, 0
         self.started = self.last_end = 0.0
         self.epoch_s: list[float] = []
 
@@ -217,11 +222,12 @@ class TimeBudget(keras.callbacks.Callback):
         now = self.clock()
         self.epoch_s.append(now - self.last_end)
         self.last_end = now
-        left, per_epoch = self.budget_s - (now - self.started), self.epoch_s[-1]
-        done = epoch + 1
-        if done <= self.PLANNING_EPOCHS:
-            self.planned = max(done, min(self.config.epochs, done + int(left // per_epoch)))
-        out_of_time = done >= self.planned or left < per_epoch
+        left, done = self.budget_s - (now - self.started), epoch + 1
+        if done <= max(self.PLANNING_EPOCHS, self.planned * self.REPLAN_SHARE):
+            typical = statistics.median(self.epoch_s[1:] or self.epoch_s)
+            self.planned = max(done, min(self.config.epochs, done + int(left // typical)))
+            self.timed = done
+        out_of_time = done >= self.planned or left < self.epoch_s[-1]
         if done < self.config.epochs and self.stop_reason is None and out_of_time:
             self.stop_reason, self.model.stop_training = "budget: the next epoch would not fit", True
 
@@ -237,5 +243,5 @@ class TimeBudget(keras.callbacks.Callback):
             "epochs_run": epochs_run,
             "stopped_because": reason,
             "fit_s": round(self.last_end - self.started, 1),
-            "timed_epochs_s": [round(s, 2) for s in self.epoch_s[: self.PLANNING_EPOCHS]],
+            "timed_epochs_s": [round(s, 2) for s in self.epoch_s[: self.timed]],
         }

@@ -29,15 +29,16 @@ class EpochClock(keras.callbacks.Callback):
     """A clock that advances ``EPOCH_S`` as each epoch begins; it also keeps each epoch's weights
     and, at the end of ``scramble_at`` (0-based), zeroes the weights, which a restore must undo."""
 
-    def __init__(self, scramble_at: int | None = None) -> None:
+    def __init__(self, scramble_at: int | None = None, first_epochs_s: tuple[float, ...] = ()) -> None:
         super().__init__()
         self.now, self.scramble_at, self.weights = 0.0, scramble_at, []
+        self.first_epochs_s = first_epochs_s  # slower first epochs (compilation), then EPOCH_S each
 
     def __call__(self) -> float:
         return self.now
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.now += EPOCH_S
+        self.now += self.first_epochs_s[epoch] if epoch < len(self.first_epochs_s) else EPOCH_S
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.weights.append([w.copy() for w in self.model.get_weights()])
@@ -94,6 +95,22 @@ def test_the_cosine_rate_follows_the_planned_epochs(tmp_path):
     assert len(rates) == fitted.facts["budget"]["epochs_planned"] == 4
     np.testing.assert_allclose(rates, [cosine_rate(cfg, e, 4) for e in range(4)], rtol=1e-5)
     assert rates[0] == pytest.approx(1.5e-3) and rates[-1] < 0.1 * cfg.learning_rate
+
+
+def test_the_plan_is_remade_as_the_epochs_settle_and_uses_the_whole_budget(tmp_path):
+    """Epochs of 120 s (compiling), 90 s, then 60 s in a 40-minute budget: a plan made after the
+    second alone would stop at 26 epochs and 27.5 minutes; re-planned, fitting ends at the budget."""
+    clock = EpochClock(first_epochs_s=(120.0, 90.0))
+    fitted = fit_with_facts(
+        build_cnn(3, (16, 16), 3, top_width=32), tiny_data(),
+        config(tmp_path, epochs=60, budget_minutes=40, patience=60),
+        None, callbacks=[clock], clock=clock,
+    )  # fmt: skip
+    budget = fitted.facts["budget"]
+    assert budget["epochs_planned"] == budget["epochs_run"] == 38  # 120 + 90 + 36 x 60 s = 2,370 s
+    assert 2_340 <= budget["fit_s"] <= 2_400
+    late = [row["learning_rate"] for row in fitted.history][-10:]  # the schedule of the final plan
+    np.testing.assert_allclose(late, [cosine_rate(config(tmp_path), e, 38) for e in range(28, 38)], rtol=1e-5)
 
 
 def test_a_budget_larger_than_the_epochs_runs_them_all(tmp_path):
