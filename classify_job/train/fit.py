@@ -227,9 +227,12 @@ class TimeBudget(keras.callbacks.Callback):
             typical = statistics.median(self.epoch_s[1:] or self.epoch_s)
             self.planned = max(done, min(self.config.epochs, done + int(left // typical)))
             self.timed = done
-        out_of_time = done >= self.planned or left < self.epoch_s[-1]
-        if done < self.config.epochs and self.stop_reason is None and out_of_time:
+        if done >= self.config.epochs or self.stop_reason is not None:
+            return
+        if left < self.epoch_s[-1]:
             self.stop_reason, self.model.stop_training = "budget: the next epoch would not fit", True
+        elif done >= self.planned:
+            self.stop_reason, self.model.stop_training = "budget: the planned epochs are run", True
 
     def facts(self, epochs_run: int, early_stopped: bool) -> dict[str, Any]:
         """What bundle.json records: the budget, the epochs planned and run, and why fitting stopped."""
