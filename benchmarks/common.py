@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -33,15 +34,44 @@ def _lscpu() -> str:
         return ""
 
 
+RENDERED = 480  # photos rendered per tree (2-7 s each on 2 cores); the rest are re-encoded variants
+
+
 def camera_tree(count: int, width: int = 1000, height: int = 1200) -> Path:
-    """``count`` product photos as ``width`` x ``height`` JPEGs (the four sample classes)."""
+    """``count`` product photos as ``width`` x ``height`` JPEGs (the four sample classes): the first
+    :data:`RENDERED` rendered, the others re-encodings of those (mirrored, re-toned, another JPEG
+    quality), each file distinct and as costly to decode, so a 2,000-image tree takes a minute to
+    make instead of most of an hour."""
     directory = DATA / f"jpegs-{width}x{height}-{count}"
     if (directory / ".complete").is_file():
         return directory
-    with ProcessPoolExecutor(2) as pool:
-        list(pool.map(_camera_photo, [directory] * count, range(count), [(width, height)] * count))
+    if count > RENDERED:  # the rendered photos come from the smaller tree (made once, cached)
+        done = shutil.ignore_patterns(".complete")
+        shutil.copytree(camera_tree(RENDERED, width, height), directory, dirs_exist_ok=True, ignore=done)
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_variant, [directory] * (count - RENDERED), range(RENDERED, count)))
+    else:
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_camera_photo, [directory] * count, range(count), [(width, height)] * count))
     (directory / ".complete").write_text("ok\n")
     return directory
+
+
+def _photo_path(directory: Path, index: int) -> Path:
+    from classify_job.sampledata.photos import CLASSES
+
+    return directory / CLASSES[index % len(CLASSES)] / f"{index:05d}.jpg"
+
+
+def _variant(directory: Path, index: int) -> None:
+    """Photo ``index`` as a variant of rendered photo ``index % RENDERED`` (the same class)."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    round_ = index // RENDERED
+    with Image.open(_photo_path(directory, index % RENDERED)) as source:
+        photo = ImageOps.mirror(source) if round_ % 2 else source.copy()
+    photo = ImageEnhance.Brightness(photo).enhance(1.0 + 0.04 * round_)
+    photo.save(_photo_path(directory, index), quality=88 + round_)
 
 
 def _camera_photo(directory: Path, index: int, size: tuple[int, int]) -> None:
@@ -51,12 +81,13 @@ def _camera_photo(directory: Path, index: int, size: tuple[int, int]) -> None:
 
     from classify_job.sampledata.photos import CLASSES, render_photo
 
-    label = CLASSES[index % len(CLASSES)]
     side = max(size)
-    with Image.open(io.BytesIO(render_photo(label, index, seed=7, image_size=side))) as photo:
+    with Image.open(
+        io.BytesIO(render_photo(CLASSES[index % len(CLASSES)], index, seed=7, image_size=side))
+    ) as photo:
         left, top = (side - size[0]) // 2, (side - size[1]) // 2
         photo = photo.crop((left, top, left + size[0], top + size[1]))
-        path = directory / label / f"{index:05d}.jpg"
+        path = _photo_path(directory, index)
         path.parent.mkdir(parents=True, exist_ok=True)
         photo.save(path, quality=90)
 
