@@ -30,15 +30,26 @@ from classify_job.decisions.calibration import (
     HeldOut,
     attribute_thresholds,
     calibration_figures,
+    fit_penalty,
     fit_temperature,
     fit_thresholds,
     fit_unfamiliar,
+    held_out_penalties,
     reliability,
     tradeoff_curves,
     unfamiliar_cutoff,
 )
 from classify_job.decisions.card import rewrite_decisions
-from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
+from classify_job.decisions.rule import (
+    ACCEPT_SCORES,
+    COMBINED_SCORE,
+    CONFIDENCE_SCORE,
+    DEFAULT_TARGET_PRECISION,
+    DecisionRule,
+    UnfamiliarPenalty,
+    UnfamiliarScore,
+    calibrate,
+)
 from classify_job.errors import DatasetError, InputError, OutputError
 from classify_job.hashing import content_hash, content_hash_bytes
 from classify_job.train.dataset import TrainingData
@@ -51,6 +62,29 @@ FAMILIAR_RECALL = 0.95
 
 
 REFERENCE_IMAGES = 5000  # training images whose features shape the unfamiliar score
+
+
+@dataclass(frozen=True)
+class RuleChoice:
+    """What a user asks of the decision rule: the precision of accepted labels (``target``), what
+    that promise covers (``scope``: ``class`` or ``overall``) and the score thresholds apply to
+    (``accept_score``: ``confidence``, or ``combined`` with the unfamiliar score's rank)."""
+
+    target: float = DEFAULT_TARGET_PRECISION
+    scope: str = CLASS
+    accept_score: str = CONFIDENCE_SCORE
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < 1:
+            raise InputError(f"--target-precision must be in (0, 1). Received: {self.target}")
+        if self.scope not in SCOPES:
+            raise InputError(
+                f"--precision-scope must be one of {', '.join(SCOPES)}. Received: {self.scope!r}"
+            )
+        if self.accept_score not in ACCEPT_SCORES:
+            raise InputError(
+                f"--accept-score must be one of {', '.join(ACCEPT_SCORES)}. Received: {self.accept_score!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,14 +129,16 @@ def calibration_data(net: Any, data: TrainingData, fitted: Fitted) -> Calibratio
 class FittedRule:
     """A fitted decision rule: the keys ``bundle.json`` records (``calibration``,
     ``accept_thresholds``, ``unfamiliar``), the bytes of ``unfamiliar.npz`` (None when the score
-    was kept: its file is already in the bundle), and the reliability of the test predictions
-    before and after calibration (None without a test split) that ``calibration.png`` draws."""
+    was kept: its file is already in the bundle), the reliability of the test predictions
+    before and after calibration (None without a test split) that ``calibration.png`` draws, and
+    the rule itself, as :meth:`DecisionRule.from_bundle` would read it back."""
 
     calibration: dict[str, Any]
     accept_thresholds: dict[str, Any]
     unfamiliar: dict[str, Any]
     unfamiliar_npz: bytes | None
     reliability: tuple[Any, Any] | None
+    rule: DecisionRule
 
     def recorded_in(self, spec: BundleSpec) -> BundleSpec:
         """``spec`` with this rule's keys."""
@@ -126,16 +162,15 @@ def fit_decision_rule(
     spec: BundleSpec,
     sets: CalibrationSets,
     test: HeldOut | None,
-    target: float = DEFAULT_TARGET_PRECISION,
+    choice: RuleChoice = RuleChoice(),
     score: UnfamiliarScore | None = None,
-    scope: str = CLASS,
     attributes: tuple[Attribute, ...] = (),
 ) -> BundleSpec:
     """:func:`fit_rule` for the bundle in ``bundle_dir`` (``score``: the one its ``unfamiliar.npz``
     holds, kept); writes its files and its ``bundle.json`` (once) and returns the new spec."""
     if score is not None:
         sets = dataclasses.replace(sets, kept=KeptScore(score, content_hash(bundle_dir / UNFAMILIAR_FILE)))
-    rule = fit_rule(spec, sets, test, target, scope, attributes)
+    rule = fit_rule(spec, sets, test, choice, attributes)
     rule.write_files(bundle_dir)
     spec = rule.recorded_in(spec)
     write_spec(bundle_dir, spec)
@@ -146,19 +181,13 @@ def fit_rule(
     spec: BundleSpec,
     sets: CalibrationSets,
     test: HeldOut | None,
-    target: float = DEFAULT_TARGET_PRECISION,
-    scope: str = CLASS,
+    choice: RuleChoice = RuleChoice(),
     attributes: tuple[Attribute, ...] = (),
 ) -> FittedRule:
     """Fit on ``sets`` (the unfamiliar score from ``sets.reference`` unless ``sets.kept`` one),
-    measure on ``test``; nothing is written. ``scope``: what the precision guarantee covers
-    (``class`` or ``overall``); ``attributes``: decided too, each with its own threshold."""
-    kept = sets.kept
-    held_out = sets.held_out
-    temperature = fit_temperature(held_out.probs, held_out.labels)
-    probs = calibrate(held_out.probs, temperature)
-    thresholds, guarantee = fit_thresholds(probs, held_out.labels, spec.labels, target, scope)
-    per_attribute = attribute_thresholds(probs, held_out.labels, spec.labels, attributes, target)
+    measure on ``test``; nothing is written. ``choice``: the target, the guarantee's scope and the
+    accept score; ``attributes``: decided too, each with its own threshold."""
+    kept, held_out, target = sets.kept, sets.held_out, choice.target
     if kept is None:
         score = fit_unfamiliar(sets.reference.features, sets.reference.labels, len(spec.labels))
         buffer = io.BytesIO()
@@ -166,6 +195,16 @@ def fit_rule(
         npz, sha256 = buffer.getvalue(), content_hash_bytes(buffer.getvalue())
     else:
         score, npz, sha256 = kept.score, None, kept.sha256
+    penalty, accept_score = None, {"kind": CONFIDENCE_SCORE}
+    if choice.accept_score == COMBINED_SCORE:
+        served = fit_penalty(score, sets.familiar.features)
+        reference = None if kept else sets.reference
+        penalty, refitted = held_out_penalties(score, held_out, reference, sets.familiar, len(spec.labels))
+        accept_score = {**served.to_json(), "ranked_on": sets.familiar.source, "out_of_fold": refitted}
+    temperature = fit_temperature(held_out.probs, held_out.labels)
+    probs = calibrate(held_out.probs, temperature)
+    thresholds, guarantee = fit_thresholds(probs, held_out.labels, spec.labels, target, choice.scope, penalty)
+    per_attribute = attribute_thresholds(probs, held_out.labels, spec.labels, attributes, target, penalty)
     unfamiliar = {
         "method": "mahalanobis-nearest-centroid",
         "features": "penultimate layer",
@@ -184,8 +223,9 @@ def fit_rule(
         "images": len(held_out),
         **({"test": _test_figures(test, temperature)} if test is not None and len(test) else {}),
         "guarantee": guarantee,
+        "accept_score": accept_score,
         **({"attributes": per_attribute} if per_attribute else {}),
-        "curves": tradeoff_curves(probs, held_out.labels, spec.labels, attributes),
+        "curves": tradeoff_curves(probs, held_out.labels, spec.labels, attributes, penalty),
     }
     calibration["calibration_id"] = _calibration_id(calibration, thresholds, unfamiliar)
     rule = DecisionRule(
@@ -197,6 +237,7 @@ def fit_rule(
         cutoff=unfamiliar["cutoff"],
         attributes=attributes,
         attribute_thresholds=tuple(per_attribute[a.name]["threshold"] for a in attributes),
+        penalty=UnfamiliarPenalty.from_json(accept_score),
     )  # what DecisionRule.from_bundle reads back from these keys and the file
     measured = test is not None and len(test)
     return FittedRule(
@@ -210,6 +251,7 @@ def fit_rule(
         )
         if measured
         else None,
+        rule=rule,
     )
 
 
@@ -277,7 +319,7 @@ def _attribute_outcome(rule: DecisionRule, decided: Any, labels: np.ndarray) -> 
 
 
 def recalibrate_bundle(
-    bundle_dir: Path, data: Path, out: Path, target: float = DEFAULT_TARGET_PRECISION, scope: str = CLASS
+    bundle_dir: Path, data: Path, out: Path, choice: RuleChoice = RuleChoice()
 ) -> BundleSpec:
     """A copy of ``bundle_dir`` in ``out`` with calibration, thresholds and cut-off fitted anew on the
     labelled folder ``data``: a third of it (by a stable hash of each path) to measure, the rest to
@@ -286,14 +328,10 @@ def recalibrate_bundle(
     The weights, and so ``model_id`` and any export, are unchanged; the unfamiliar score keeps its
     parameters (only its cut-off is refitted), so the scores stored in earlier rows stay valid and
     classify can re-decide them without running the model. The attributes the bundle decides
-    are kept, their thresholds refitted; ``scope`` is what the precision guarantee covers.
+    are kept, their thresholds refitted; ``choice`` is the target, scope and accept score.
     """
     from classify_job.bundle import load_bundle
 
-    if not 0 < target < 1:
-        raise InputError(f"--target-precision must be in (0, 1). Received: {target}")
-    if scope not in SCOPES:
-        raise InputError(f"--precision-scope must be one of {', '.join(SCOPES)}. Received: {scope!r}")
     if out.exists():
         raise OutputError(f"{out} already exists; choose a new --out for the recalibrated bundle")
     bundle = load_bundle(bundle_dir)
@@ -313,7 +351,7 @@ def recalibrate_bundle(
         familiar=_joined(parts["fit"], parts["familiar"]) if kept else parts["familiar"],
     )
     attributes = attributes_from_json((bundle.spec.calibration or {}).get("attributes"), bundle.spec.labels)
-    spec = fit_decision_rule(out, bundle.spec, sets, parts["test"], target, kept, scope, attributes)
+    spec = fit_decision_rule(out, bundle.spec, sets, parts["test"], choice, kept, attributes)
     rewrite_decisions(out / "README.md", spec)
     return spec
 

@@ -10,7 +10,6 @@ and last ``bundle.json``, written once from the spec each stage has added to.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,8 @@ import numpy as np
 from classify_job.bundle import SPEC_FILE, BundleSpec, write_spec
 from classify_job.decisions.attributes import attributes_for
 from classify_job.decisions.calibration import HeldOut
-from classify_job.decisions.fitting import calibration_data, fit_rule
+from classify_job.decisions.fitting import RuleChoice, calibration_data, fit_rule
+from classify_job.decisions.rule import DecisionRule
 from classify_job.errors import DatasetError, ExportError, InputError, OutputError
 from classify_job.runtime import keep_xla_default_kernels, set_seeds
 from classify_job.train.architectures import architecture, build_net, configure, parse_options
@@ -81,9 +81,9 @@ def train(
     trained = fit_and_evaluate(run)
     with staged_bundle(run.config.out_dir) as staging:
         spec = write_outputs(staging, trained, time.perf_counter() - started)
-        spec = _with_decision_rule(staging, trained, spec)
+        spec, rule = _with_decision_rule(staging, trained, spec)
         spec, export_warning = _with_exports(staging, trained, spec)
-        spec = _with_int8(staging, trained, spec)
+        spec = _with_int8(staging, trained, spec, rule)
         write_model_card(spec, trained.report, staging / "README.md")
         if before_commit is not None:
             spec = before_commit(staging, spec)
@@ -142,12 +142,11 @@ def _with_exports(staging: Path, trained: Trained, spec: BundleSpec) -> tuple[Bu
         return spec, str(exc)
 
 
-def _with_int8(staging: Path, trained: Trained, spec: BundleSpec) -> BundleSpec:
+def _with_int8(staging: Path, trained: Trained, spec: BundleSpec, rule: DecisionRule | None) -> BundleSpec:
     """The int8 graph (``config.int8``), calibrated on training images and gated on the test split
-    decoded for training; one the gate refuses leaves the float graphs, and a warning. Nothing is
-    read back, so the gate's accept decisions use the thresholds without the unfamiliar cut-off
-    (``export --int8`` applies the whole rule)."""
-    from classify_job.decisions.rule import DecisionRule
+    decoded for training, its accepted labels decided by the bundle's whole ``rule`` (unfamiliar
+    cut-off included; nothing is read back); one the gate refuses leaves the float graphs, and a
+    warning."""
     from classify_job.train.int8_export import int8_entry, with_int8
     from classify_job.train.int8_gate import CALIBRATION_IMAGES, Labelled
 
@@ -159,7 +158,6 @@ def _with_int8(staging: Path, trained: Trained, spec: BundleSpec) -> BundleSpec:
         return spec
     calibration = data.train.images[:: max(1, len(data.train) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
     test = Labelled(data.test.images, np.asarray(data.test.labels, np.int64), "the test split")
-    rule = DecisionRule.from_bundle(staging, dataclasses.replace(spec, unfamiliar=None))
     try:
         return with_int8(spec, int8_entry(staging, spec, test, calibration, rule))
     except ExportError as exc:
@@ -214,17 +212,20 @@ def _evaluate_best(net: Any, data: TrainingData) -> tuple[HeldOut, EvaluationRep
     return HeldOut(probs, split.labels, features, f"the {name} split"), report
 
 
-def _with_decision_rule(staging: Path, trained: Trained, spec: BundleSpec) -> BundleSpec:
+def _with_decision_rule(
+    staging: Path, trained: Trained, spec: BundleSpec
+) -> tuple[BundleSpec, DecisionRule | None]:
     """Calibration, accept thresholds and the unfamiliar cut-off fitted on ``trained``'s held-out
-    predictions and measured on its test split, their files written into ``staging``; the old
-    rule without a validation split (nothing held out to fit on)."""
+    predictions and measured on its test split, their files written into ``staging``: the spec
+    with them and the rule. The old rule (None) without a validation split to fit on."""
     found = calibration_data(trained.net, trained.run.data, trained.fitted)
     if found is None:
         log.warning("no validation split to calibrate on: the bundle keeps the fixed review rule")
-        return spec
+        return spec, None
     honest_test = trained.test if trained.test.source == "the test split" else None
     config = trained.run.config
     attributes = attributes_for(config.attributes or {}, spec.labels)
-    rule = fit_rule(spec, found, honest_test, config.target_precision, config.precision_scope, attributes)
+    choice = RuleChoice(config.target_precision, config.precision_scope, config.accept_score)
+    rule = fit_rule(spec, found, honest_test, choice, attributes)
     rule.write_files(staging)
-    return rule.recorded_in(spec)
+    return rule.recorded_in(spec), rule.rule

@@ -23,7 +23,7 @@ def full_bundle(color_bundle, tmp_path_factory) -> Path:
     """The colour bundle with a decision rule (``unfamiliar.npz``) and verified ONNX and OpenVINO exports."""
     from classify_job.bundle import load_bundle
     from classify_job.decisions.calibration import HeldOut
-    from classify_job.decisions.fitting import CalibrationSets, fit_decision_rule
+    from classify_job.decisions.fitting import CalibrationSets, RuleChoice, fit_decision_rule
     from classify_job.train.dataset import load_split
     from classify_job.train.evaluate import labelled_files, predict_with_features
     from classify_job.train.export import export_bundle
@@ -35,7 +35,7 @@ def full_bundle(color_bundle, tmp_path_factory) -> Path:
     loaded = load_split(data, labelled_files(data, "all", spec.labels, spec.extra), spec.image_size)
     probs, features = predict_with_features(load_bundle(bundle).model, loaded.images)
     held = HeldOut(probs, loaded.labels, features, "colour images")
-    fit_decision_rule(bundle, spec, CalibrationSets(held, held, held), held, target=0.95)
+    fit_decision_rule(bundle, spec, CalibrationSets(held, held, held), held, RuleChoice(0.95))
     export_bundle(bundle, data=data)
     return bundle
 

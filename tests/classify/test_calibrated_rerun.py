@@ -15,7 +15,7 @@ from helpers import colour_folder
 from classify_job.bundle import read_spec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.pipeline import run_classify
-from classify_job.decisions.fitting import recalibrate_bundle
+from classify_job.decisions.fitting import RuleChoice, recalibrate_bundle
 from classify_job.predictions import list_parts
 
 READERS = ("read_metadata", "read_schema", "read_table", "ParquetFile")
@@ -26,7 +26,7 @@ def calibrated(color_bundle, tmp_path_factory) -> tuple[Path, Path]:
     """The colour bundle calibrated on 70 labelled images per class, and that labelled folder."""
     tmp = tmp_path_factory.mktemp("calibrated")
     data = colour_folder(tmp / "data", 70)
-    recalibrate_bundle(color_bundle, data, tmp / "bundle", target=0.95)
+    recalibrate_bundle(color_bundle, data, tmp / "bundle", RuleChoice(0.95))
     return tmp / "bundle", data
 
 
@@ -75,7 +75,7 @@ def test_a_new_calibration_redecides_once_and_the_next_rerun_reads_only_footers(
         colour_folder(tmp_path / "tree", 4), bundle, tmp_path / "out", batch_size=4, rows_per_part=4
     )
     run_classify(config)
-    stricter = recalibrate_bundle(bundle, data, tmp_path / "stricter", target=0.999)
+    stricter = recalibrate_bundle(bundle, data, tmp_path / "stricter", RuleChoice(0.999))
     config = dataclasses.replace(config, model=tmp_path / "stricter")
     parquet_reads.clear()
     result = run_classify(config)

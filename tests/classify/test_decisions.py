@@ -16,7 +16,7 @@ from classify_job.bundle import load_bundle, read_spec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.pipeline import run_classify
 from classify_job.decisions.calibration import HeldOut
-from classify_job.decisions.fitting import CalibrationSets, fit_decision_rule, recalibrate_bundle
+from classify_job.decisions.fitting import CalibrationSets, RuleChoice, fit_decision_rule, recalibrate_bundle
 from classify_job.report.html import write_reports
 from classify_job.report.tagging import tag_catalog
 from classify_job.train.dataset import load_split
@@ -34,7 +34,7 @@ def calibrated(color_bundle, tmp_path_factory) -> tuple[Path, Path]:
     loaded = load_split(data, samples, spec.image_size)
     probs, features = predict_with_features(load_bundle(bundle).model, loaded.images)
     held = HeldOut(probs, loaded.labels, features, "colour images")
-    fit_decision_rule(bundle, spec, CalibrationSets(held, held, held), held, target=0.95)
+    fit_decision_rule(bundle, spec, CalibrationSets(held, held, held), held, RuleChoice(0.95))
     return bundle, data
 
 
@@ -82,7 +82,7 @@ def test_a_new_calibration_redecides_earlier_rows_without_running_the_model(cali
     tree = colour_folder(tmp_path / "tree", 3)
     run_classify(ClassifyConfig(tree, bundle, tmp_path / "out"))
     before = pd.read_parquet(tmp_path / "out" / "predictions").sort_values("relpath")
-    stricter = recalibrate_bundle(bundle, data, tmp_path / "stricter", target=0.999)
+    stricter = recalibrate_bundle(bundle, data, tmp_path / "stricter", RuleChoice(0.999))
     assert stricter.model_id == read_spec(bundle).model_id
     assert stricter.calibration["calibration_id"] != read_spec(bundle).calibration["calibration_id"]
     result = run_classify(ClassifyConfig(tree, tmp_path / "stricter", tmp_path / "out"))

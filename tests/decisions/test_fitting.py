@@ -12,7 +12,7 @@ from classify_job.bundle import BundleSpec
 from classify_job.decisions.attributes import attributes_for, parse_attributes
 from classify_job.decisions.calibration import HeldOut
 from classify_job.decisions.card import decision_lines
-from classify_job.decisions.fitting import CalibrationSets, fit_rule
+from classify_job.decisions.fitting import CalibrationSets, RuleChoice, fit_rule
 
 LABELS = ("female_jeans", "female_trousers", "male_jeans", "male_trousers")
 ATTRIBUTES = attributes_for(parse_attributes("gender=male,female garment=trousers,jeans"), LABELS)
@@ -42,7 +42,7 @@ SPEC = BundleSpec(LABELS, (16, 16), "rgb", "synthetic", model_id="m")
 
 
 def test_the_rule_records_its_guarantee_attributes_and_curves(sets):
-    rule = fit_rule(SPEC, sets, None, 0.95, "class", ATTRIBUTES)
+    rule = fit_rule(SPEC, sets, None, RuleChoice(0.95, "class"), ATTRIBUTES)
     calibration = rule.calibration
     assert calibration["guarantee"]["scope"] == "class" and calibration["guarantee"]["alpha"] == 0.05
     garment, gender = calibration["attributes"]["garment"], calibration["attributes"]["gender"]
@@ -58,18 +58,18 @@ def test_the_rule_records_its_guarantee_attributes_and_curves(sets):
 
 def test_calibration_id_changes_with_the_scope_the_target_and_the_attributes(sets):
     ids = {
-        fit_rule(SPEC, sets, None, 0.95).calibration["calibration_id"],
-        fit_rule(SPEC, sets, None, 0.95, "overall").calibration["calibration_id"],
-        fit_rule(SPEC, sets, None, 0.9).calibration["calibration_id"],
-        fit_rule(SPEC, sets, None, 0.95, "class", ATTRIBUTES).calibration["calibration_id"],
+        fit_rule(SPEC, sets, None, RuleChoice(0.95)).calibration["calibration_id"],
+        fit_rule(SPEC, sets, None, RuleChoice(0.95, "overall")).calibration["calibration_id"],
+        fit_rule(SPEC, sets, None, RuleChoice(0.9)).calibration["calibration_id"],
+        fit_rule(SPEC, sets, None, RuleChoice(0.95, "class"), ATTRIBUTES).calibration["calibration_id"],
     }
     assert len(ids) == 4
-    again = fit_rule(SPEC, sets, None, 0.95, "overall").calibration["calibration_id"]
+    again = fit_rule(SPEC, sets, None, RuleChoice(0.95, "overall")).calibration["calibration_id"]
     assert again in ids  # the same rule, the same id
 
 
 def test_the_card_states_the_guarantee_its_scope_and_the_tradeoff(sets):
-    rule = fit_rule(SPEC, sets, None, 0.7, "overall", ATTRIBUTES)
+    rule = fit_rule(SPEC, sets, None, RuleChoice(0.7, "overall"), ATTRIBUTES)
     card = "\n".join(decision_lines(rule.recorded_in(SPEC)))
     assert "Guarantee (overall scope, alpha 0.05): All accepted labels together (a weaker promise" in card
     assert "Pooled evidence:" in card and "| garment | trousers, jeans |" in card
@@ -77,7 +77,7 @@ def test_the_card_states_the_guarantee_its_scope_and_the_tradeoff(sets):
 
 
 def test_a_card_for_a_bundle_from_before_the_guarantee_reads_as_before(sets):
-    spec = fit_rule(SPEC, sets, None, 0.95).recorded_in(SPEC)
+    spec = fit_rule(SPEC, sets, None, RuleChoice(0.95)).recorded_in(SPEC)
     calibration = {k: v for k, v in spec.calibration.items() if k not in ("guarantee", "curves")}
     card = "\n".join(decision_lines(dataclasses.replace(spec, calibration=calibration)))
     assert "the lowest calibrated confidence at which the one-sided 95% Clopper-Pearson" in card

@@ -222,7 +222,7 @@ def calibrated_bundle(color_bundle, tmp_path_factory) -> Path:
 
     from classify_job.bundle import load_bundle
     from classify_job.decisions.calibration import HeldOut
-    from classify_job.decisions.fitting import CalibrationSets, fit_decision_rule
+    from classify_job.decisions.fitting import CalibrationSets, RuleChoice, fit_decision_rule
     from classify_job.train.dataset import load_split
     from classify_job.train.evaluate import labelled_files, predict_with_features
 
@@ -234,7 +234,7 @@ def calibrated_bundle(color_bundle, tmp_path_factory) -> Path:
     loaded = load_split(tmp / "data", samples, loaded_bundle.spec.image_size)
     probs, features = predict_with_features(loaded_bundle.model, loaded.images)
     held = HeldOut(probs, loaded.labels, features, "colour images")
-    fit_decision_rule(bundle, loaded_bundle.spec, CalibrationSets(held, held, held), held, target=0.95)
+    fit_decision_rule(bundle, loaded_bundle.spec, CalibrationSets(held, held, held), held, RuleChoice(0.95))
     return bundle
 
 

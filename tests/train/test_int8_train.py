@@ -22,6 +22,7 @@ def test_train_writes_the_gated_int8_graph(tiny_tree, tmp_path):
     gate = entry["verified"]
     assert gate["passed"] and gate["source"] == "the test split"
     assert gate["images"] == result.split_sizes["test"]
+    assert gate["accepted"]["unfamiliar_cutoff"] == "applied"  # the bundle's whole rule, held in memory
     assert entry["quantization"]["calibration"]["images"] == result.split_sizes["train"]
     assert spec.extra["training"]["int8"] is True
 
