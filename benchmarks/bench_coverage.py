@@ -287,7 +287,6 @@ def run_case(case: str, args: argparse.Namespace, flags: set[str]) -> dict:
         "runtime": run["facts"].get("runtime"),
         "bundle_target_precision": bundle_target(spec),
         "image_size": spec.get("image_size"),
-        "accept_score": (spec.get("calibration") or {}).get("accept_score", {}).get("kind", "confidence"),
         "thresholds": {
             label: {k: t.get(k) for k in ("threshold", "accepted", "correct", "lower_bound")}
             for label, t in (spec.get("accept_thresholds") or {}).items()

@@ -17,10 +17,6 @@ PRECISION_SCOPE = typer.Option(
     help="class: the target precision holds for each class; overall: for all accepted labels together "
     "(one pooled threshold, a weaker guarantee for classes with little evidence)."
 )
-ACCEPT_SCORE = typer.Option(
-    help="What the thresholds apply to. confidence: the calibrated confidence; combined: that less "
-    "0.5 x the rank of the image's unfamiliar score (images unlike the training ones are more often wrong)."
-)
 
 
 def image_sizes() -> str:
@@ -92,7 +88,6 @@ def train(
         ),
     ] = None,
     precision_scope: Annotated[str | None, PRECISION_SCOPE] = None,
-    accept_score: Annotated[str | None, ACCEPT_SCORE] = None,
     attributes: Annotated[
         str | None,
         typer.Option(
@@ -112,7 +107,7 @@ def train(
                 image_size=image_size, color_mode=color_mode, seed=seed, val_split=val_split,
                 test_split=test_split, learning_rate=learning_rate, overwrite=overwrite,
                 target_precision=target_precision, budget_minutes=budget_minutes, int8=int8,
-                precision_scope=precision_scope, accept_score=accept_score, attributes=attributes,
+                precision_scope=precision_scope, attributes=attributes,
                 arch_options={k: v for k, v in arch_flags.items() if v is not None} or None,
             )
         ),
@@ -269,7 +264,6 @@ def calibrate(
         float, typer.Option(help="Precision auto-accepted labels must reach, per class.")
     ] = TARGET,
     precision_scope: Annotated[str, PRECISION_SCOPE] = "class",
-    accept_score: Annotated[str, ACCEPT_SCORE] = "confidence",
     verbose: Verbose = False,
 ) -> None:
     """Refit calibration, per-class accept thresholds and the unfamiliar cut-off of BUNDLE on DATA.
@@ -280,7 +274,7 @@ def calibrate(
     from classify_job.cli.console import decision_table, stdout
     from classify_job.decisions.fitting import RuleChoice, recalibrate_bundle
 
-    choice = (target_precision, precision_scope, accept_score)
+    choice = (target_precision, precision_scope)
     spec = invoke(lambda: recalibrate_bundle(bundle, data, out, RuleChoice(*choice)), verbose)
     stdout.print(decision_table(spec))
     stdout.print(

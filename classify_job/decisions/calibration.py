@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from classify_job.decisions.attributes import Attribute
-from classify_job.decisions.rule import UnfamiliarPenalty, UnfamiliarScore
+from classify_job.decisions.rule import UnfamiliarScore
 from classify_job.errors import InputError
 
 CONFIDENCE = 0.95  # of the one-sided lower bound on precision
@@ -32,13 +32,6 @@ SEQUENCE_STEPS = 20  # hypotheses of the fixed-sequence test: the top 5%, 10%, .
 TEST = "fixed-sequence, one-sided Clopper-Pearson"
 CLASS, OVERALL = "class", "overall"  # what a precision guarantee covers (--precision-scope)
 SCOPES = (CLASS, OVERALL)
-# The combined accept score (--accept-score combined): confidence - PENALTY_WEIGHT x unfamiliar rank.
-# Chosen on one benchmark's rows, never on the data a bundle is fitted on: on Fashion-MNIST's four
-# confusable classes the share of familiar images 95% precise by hindsight was 31.7% at weight 0,
-# 40.8% at 0.1, 45.7% at 0.25, 47.0% at 0.5, 37.7% at 0.75 and 28.2% at 1.
-PENALTY_WEIGHT = 0.5
-PENALTY_QUANTILES = 21  # of the familiar images' unfamiliar scores: the rank's 0%, 5%, ..., 100%
-UNFAMILIAR_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -182,22 +175,10 @@ def _evidence(correct_at: np.ndarray, m: int) -> dict:
     }
 
 
-def accept_scores(probs: np.ndarray, penalty: np.ndarray | None) -> np.ndarray:
-    """Each row's accept score: its top calibrated probability, less ``penalty`` when given."""
-    confidence = probs.max(axis=1)
-    return confidence if penalty is None else confidence - penalty
-
-
 def fit_thresholds(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    names: tuple[str, ...],
-    target: float,
-    scope: str = CLASS,
-    penalty: np.ndarray | None = None,
+    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], target: float, scope: str = CLASS
 ) -> tuple[dict[str, dict], dict]:
-    """Per class, the threshold on the accept score (:func:`accept_scores`) and its evidence; and
-    the guarantee.
+    """Per class, the threshold on calibrated confidence and its evidence; and the guarantee.
 
     ``scope`` "class": each class its own :func:`fixed_sequence` on its own predictions. "overall":
     one test on all predictions pooled and one threshold for every class, so the precision is
@@ -206,7 +187,7 @@ def fit_thresholds(
     """
     if scope not in SCOPES:
         raise InputError(f"--precision-scope must be one of {', '.join(SCOPES)}. Received: {scope!r}")
-    confidence, predicted = accept_scores(probs, penalty), probs.argmax(axis=1)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     right = predicted == labels
     mine = [predicted == c for c in range(len(names))]
     if scope == CLASS:
@@ -281,15 +262,11 @@ def tradeoff_curve(confidence: np.ndarray, correct: np.ndarray) -> list[dict]:
 
 
 def tradeoff_curves(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    names: tuple[str, ...],
-    attributes: tuple[Attribute, ...] = (),
-    penalty: np.ndarray | None = None,
+    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...], attributes: tuple[Attribute, ...] = ()
 ) -> dict[str, Any]:
     """:func:`tradeoff_curve` per class (its own predictions), for all predictions together, and
-    per attribute (on its marginal probability), each on the accept score (less ``penalty``)."""
-    confidence, predicted = accept_scores(probs, penalty), probs.argmax(axis=1)
+    per attribute (on its marginal probability)."""
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     right = predicted == labels
     curves = {
         "classes": {
@@ -301,7 +278,7 @@ def tradeoff_curves(
     for attribute in attributes:
         marginal = attribute.marginals(probs)
         hit = marginal.argmax(axis=1) == attribute.label_values(labels)
-        curves["attributes"][attribute.name] = tradeoff_curve(accept_scores(marginal, penalty), hit)
+        curves["attributes"][attribute.name] = tradeoff_curve(marginal.max(axis=1), hit)
     return curves
 
 
@@ -311,18 +288,17 @@ def attribute_thresholds(
     names: tuple[str, ...],
     attributes: tuple[Attribute, ...],
     target: float,
-    penalty: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """Per attribute, its definition and one threshold on its marginal probability (calibrated
-    ``probs`` summed per value; less ``penalty`` when given) from :func:`fixed_sequence` on all its
-    held-out predictions: the accepted values of an attribute together meet ``target``."""
+    ``probs`` summed per value) from :func:`fixed_sequence` on all its held-out predictions: the
+    accepted values of an attribute together meet ``target``."""
     found = {}
     for attribute in attributes:
         marginal = attribute.marginals(probs)
         right = marginal.argmax(axis=1) == attribute.label_values(labels)
         found[attribute.name] = {
             **attribute.to_json(names),
-            **fixed_sequence(accept_scores(marginal, penalty), right, target),
+            **fixed_sequence(marginal.max(axis=1), right, target),
         }
     return found
 
@@ -350,39 +326,3 @@ def fit_unfamiliar(features: np.ndarray, labels: np.ndarray, classes: int) -> Un
 def unfamiliar_cutoff(score: UnfamiliarScore, held_out: HeldOut, recall: float) -> float:
     """The score below which ``recall`` of the held-out (familiar) images fall."""
     return round(float(np.quantile(score(held_out.features), recall)), 6)
-
-
-def fit_penalty(score: UnfamiliarScore, familiar: np.ndarray) -> UnfamiliarPenalty:
-    """The combined score's penalty, ranking an image's ``score`` among the ``familiar`` features'
-    (images outside the score's reference, as every image classify sees is)."""
-    quantiles = np.quantile(score(familiar), np.linspace(0.0, 1.0, PENALTY_QUANTILES))
-    return UnfamiliarPenalty(PENALTY_WEIGHT, tuple(round(float(q), 4) for q in quantiles))
-
-
-def held_out_penalties(
-    score: UnfamiliarScore, held_out: HeldOut, reference: HeldOut | None, familiar: HeldOut, classes: int
-) -> tuple[np.ndarray, int]:
-    """Each held-out image's penalty as classify would give it, ranked by a score it did not
-    shape; and how many were scored out of fold.
-
-    Held-out images that are also reference images (out-of-fold predictions of training images)
-    are scored out of fold: the score is refitted without their fold, and ranked among the familiar
-    images under that same score. The others are scored and ranked as classify does it."""
-    penalties = fit_penalty(score, familiar.features)(score(held_out.features))
-    inside = _positions(held_out.features, reference.features) if reference is not None else None
-    if inside is None or not (inside >= 0).any():
-        return penalties, 0
-    fold = np.random.default_rng(0).permutation(len(reference)) % UNFAMILIAR_FOLDS
-    for k in range(UNFAMILIAR_FOLDS):
-        rows = (inside >= 0) & (fold[np.maximum(inside, 0)] == k)
-        if rows.any():
-            keep = fold != k
-            refit = fit_unfamiliar(reference.features[keep], reference.labels[keep], classes)
-            penalties[rows] = fit_penalty(refit, familiar.features)(refit(held_out.features[rows]))
-    return penalties, int((inside >= 0).sum())
-
-
-def _positions(rows: np.ndarray, among: np.ndarray) -> np.ndarray:
-    """Per row of ``rows``, the index of the identical row of ``among`` (-1: none)."""
-    index = {row.tobytes(): i for i, row in enumerate(np.ascontiguousarray(among, np.float32))}
-    return np.array([index.get(row.tobytes(), -1) for row in np.ascontiguousarray(rows, np.float32)], int)

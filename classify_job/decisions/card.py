@@ -31,10 +31,9 @@ def decision_lines(spec: BundleSpec) -> list[str]:
     return [
         HEADING,
         "",
-        "Every prediction is accepted or sent to review. A label is accepted only when its accept",
-        "score reaches its class's threshold and the image is familiar.",
+        "Every prediction is accepted or sent to review. A label is accepted only when its calibrated",
+        "confidence reaches its class's threshold and the image is familiar.",
         "",
-        _score_line(cal.get("accept_score")),
         f"- Calibration `{cal['calibration_id']}`: temperature scaling, T = {cal['temperature']:.4g}, "
         f"fitted on {cal['fitted_on']} ({cal['images']:,} images).",
         *_test_lines(cal),
@@ -60,16 +59,6 @@ def rewrite_decisions(card: Path, spec: BundleSpec) -> None:
     text = card.read_text(encoding="utf-8") if card.is_file() else f"# Model card: {spec.model_id}\n"
     head = text.split(f"\n{HEADING}\n", 1)[0].rstrip("\n")
     atomic.write_text(card, head + "\n\n" + "\n".join(decision_lines(spec)) + "\n")
-
-
-def _score_line(score: dict[str, Any] | None) -> str:
-    """What the thresholds apply to (bundles before ``accept_score``: the confidence)."""
-    if not score or score.get("kind") != "combined":
-        return "- Accept score: the calibrated confidence (an attribute's: its marginal probability)."
-    return (
-        f"- Accept score: the calibrated confidence less {score['weight']:g} x the rank (0 to 1) of the "
-        f"image's unfamiliar score among {score.get('ranked_on', 'familiar images')}'s."
-    )
 
 
 def _test_lines(cal: dict[str, Any]) -> list[str]:

@@ -30,26 +30,15 @@ from classify_job.decisions.calibration import (
     HeldOut,
     attribute_thresholds,
     calibration_figures,
-    fit_penalty,
     fit_temperature,
     fit_thresholds,
     fit_unfamiliar,
-    held_out_penalties,
     reliability,
     tradeoff_curves,
     unfamiliar_cutoff,
 )
 from classify_job.decisions.card import rewrite_decisions
-from classify_job.decisions.rule import (
-    ACCEPT_SCORES,
-    COMBINED_SCORE,
-    CONFIDENCE_SCORE,
-    DEFAULT_TARGET_PRECISION,
-    DecisionRule,
-    UnfamiliarPenalty,
-    UnfamiliarScore,
-    calibrate,
-)
+from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
 from classify_job.errors import DatasetError, InputError, OutputError
 from classify_job.hashing import content_hash, content_hash_bytes
 from classify_job.train.dataset import TrainingData
@@ -66,13 +55,11 @@ REFERENCE_IMAGES = 5000  # training images whose features shape the unfamiliar s
 
 @dataclass(frozen=True)
 class RuleChoice:
-    """What a user asks of the decision rule: the precision of accepted labels (``target``), what
-    that promise covers (``scope``: ``class`` or ``overall``) and the score thresholds apply to
-    (``accept_score``: ``confidence``, or ``combined`` with the unfamiliar score's rank)."""
+    """What a user asks of the decision rule: the precision of accepted labels (``target``) and
+    what that promise covers (``scope``: ``class`` or ``overall``)."""
 
     target: float = DEFAULT_TARGET_PRECISION
     scope: str = CLASS
-    accept_score: str = CONFIDENCE_SCORE
 
     def __post_init__(self) -> None:
         if not 0 < self.target < 1:
@@ -80,10 +67,6 @@ class RuleChoice:
         if self.scope not in SCOPES:
             raise InputError(
                 f"--precision-scope must be one of {', '.join(SCOPES)}. Received: {self.scope!r}"
-            )
-        if self.accept_score not in ACCEPT_SCORES:
-            raise InputError(
-                f"--accept-score must be one of {', '.join(ACCEPT_SCORES)}. Received: {self.accept_score!r}"
             )
 
 
@@ -185,8 +168,8 @@ def fit_rule(
     attributes: tuple[Attribute, ...] = (),
 ) -> FittedRule:
     """Fit on ``sets`` (the unfamiliar score from ``sets.reference`` unless ``sets.kept`` one),
-    measure on ``test``; nothing is written. ``choice``: the target, the guarantee's scope and the
-    accept score; ``attributes``: decided too, each with its own threshold."""
+    measure on ``test``; nothing is written. ``choice``: the target and the guarantee's scope;
+    ``attributes``: decided too, each with its own threshold."""
     kept, held_out, target = sets.kept, sets.held_out, choice.target
     if kept is None:
         score = fit_unfamiliar(sets.reference.features, sets.reference.labels, len(spec.labels))
@@ -195,16 +178,10 @@ def fit_rule(
         npz, sha256 = buffer.getvalue(), content_hash_bytes(buffer.getvalue())
     else:
         score, npz, sha256 = kept.score, None, kept.sha256
-    penalty, accept_score = None, {"kind": CONFIDENCE_SCORE}
-    if choice.accept_score == COMBINED_SCORE:
-        served = fit_penalty(score, sets.familiar.features)
-        reference = None if kept else sets.reference
-        penalty, refitted = held_out_penalties(score, held_out, reference, sets.familiar, len(spec.labels))
-        accept_score = {**served.to_json(), "ranked_on": sets.familiar.source, "out_of_fold": refitted}
     temperature = fit_temperature(held_out.probs, held_out.labels)
     probs = calibrate(held_out.probs, temperature)
-    thresholds, guarantee = fit_thresholds(probs, held_out.labels, spec.labels, target, choice.scope, penalty)
-    per_attribute = attribute_thresholds(probs, held_out.labels, spec.labels, attributes, target, penalty)
+    thresholds, guarantee = fit_thresholds(probs, held_out.labels, spec.labels, target, choice.scope)
+    per_attribute = attribute_thresholds(probs, held_out.labels, spec.labels, attributes, target)
     unfamiliar = {
         "method": "mahalanobis-nearest-centroid",
         "features": "penultimate layer",
@@ -223,9 +200,8 @@ def fit_rule(
         "images": len(held_out),
         **({"test": _test_figures(test, temperature)} if test is not None and len(test) else {}),
         "guarantee": guarantee,
-        "accept_score": accept_score,
         **({"attributes": per_attribute} if per_attribute else {}),
-        "curves": tradeoff_curves(probs, held_out.labels, spec.labels, attributes, penalty),
+        "curves": tradeoff_curves(probs, held_out.labels, spec.labels, attributes),
     }
     calibration["calibration_id"] = _calibration_id(calibration, thresholds, unfamiliar)
     rule = DecisionRule(
@@ -237,7 +213,6 @@ def fit_rule(
         cutoff=unfamiliar["cutoff"],
         attributes=attributes,
         attribute_thresholds=tuple(per_attribute[a.name]["threshold"] for a in attributes),
-        penalty=UnfamiliarPenalty.from_json(accept_score),
     )  # what DecisionRule.from_bundle reads back from these keys and the file
     measured = test is not None and len(test)
     return FittedRule(
@@ -328,7 +303,7 @@ def recalibrate_bundle(
     The weights, and so ``model_id`` and any export, are unchanged; the unfamiliar score keeps its
     parameters (only its cut-off is refitted), so the scores stored in earlier rows stay valid and
     classify can re-decide them without running the model. The attributes the bundle decides
-    are kept, their thresholds refitted; ``choice`` is the target, scope and accept score.
+    are kept, their thresholds refitted; ``choice`` is the target and the guarantee's scope.
     """
     from classify_job.bundle import load_bundle
 

@@ -11,11 +11,8 @@ A bundle trained by this version carries three things (fitted by ``classify_job.
 - ``calibration.attributes`` (trained with ``--attributes``): per attribute, the value each class
   carries and a threshold on the attribute's marginal probability.
 
-A label is accepted when its accept score reaches its class's threshold and the image is not
-unfamiliar; an attribute's value likewise, against the attribute's own threshold. The accept score
-is the calibrated confidence (an attribute's: its marginal probability), or, in a bundle trained
-with ``--accept-score combined`` (``calibration.accept_score``), that minus a penalty growing
-with the unfamiliar score (:class:`UnfamiliarPenalty`). Bundles without
+A label is accepted when its confidence reaches its class's threshold and the image is not
+unfamiliar; an attribute's value likewise, against the attribute's own threshold. Bundles without
 calibration keep the first release's rule: review when confidence is under 0.6 or the top two
 probabilities are less than 0.15 apart. The decision is made once, at classify time, and stored
 with the row; reports and tagging read it.
@@ -41,8 +38,6 @@ CLOSE_CALL = "top two close"
 REASONS = (BELOW_THRESHOLD, UNFAMILIAR, LOW_CONFIDENCE, CLOSE_CALL)
 DEFAULT_THRESHOLD, DEFAULT_MARGIN = 0.6, 0.15  # the rule for bundles without calibration
 DEFAULT_TARGET_PRECISION = 0.95  # of auto-accepted labels, per class, unless train is told otherwise
-CONFIDENCE_SCORE, COMBINED_SCORE = "confidence", "combined"  # what thresholds apply to (--accept-score)
-ACCEPT_SCORES = (CONFIDENCE_SCORE, COMBINED_SCORE)
 
 
 def top_two_margin(probs: np.ndarray) -> np.ndarray:
@@ -130,38 +125,6 @@ class UnfamiliarScore:
 
 
 @dataclass(frozen=True)
-class UnfamiliarPenalty:
-    """What the combined accept score subtracts from a confidence: ``weight`` times the rank of
-    the image's unfamiliar score among held-out familiar images' (0 to 1, interpolated between
-    the recorded ``quantiles`` of their scores; a missing score ranks 1).
-
-    Images far from the training images are more often wrong even when the model is sure, so
-    the rank sorts held-out predictions better than confidence alone does: on Fashion-MNIST's
-    four confusable classes (300 per class), the most confident 31.7% of familiar images were
-    95% precise, and 47.0% by confidence minus 0.5 x rank (hindsight, on one run's rows)."""
-
-    weight: float
-    quantiles: tuple[float, ...]
-
-    def __call__(self, score: np.ndarray) -> np.ndarray:
-        ranks = np.linspace(0.0, 1.0, len(self.quantiles))
-        score = np.nan_to_num(np.asarray(score, np.float64), nan=np.inf)
-        return (self.weight * np.interp(score, self.quantiles, ranks)).astype(np.float32)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": COMBINED_SCORE, "weight": self.weight, "quantiles": list(self.quantiles)}
-
-    @classmethod
-    def from_json(cls, recorded: dict[str, Any] | None) -> UnfamiliarPenalty | None:
-        """The penalty ``calibration.accept_score`` records; None for the plain confidence."""
-        if not recorded or recorded.get("kind", CONFIDENCE_SCORE) == CONFIDENCE_SCORE:
-            return None
-        if recorded.get("kind") != COMBINED_SCORE:
-            raise BundleError(f"unknown calibration.accept_score kind {recorded.get('kind')!r}")
-        return cls(float(recorded["weight"]), tuple(float(q) for q in recorded["quantiles"]))
-
-
-@dataclass(frozen=True)
 class AttributeDecided:
     """Per row, one attribute: its most probable value, that value's marginal probability and the
     decision (all None on rows without a prediction)."""
@@ -195,7 +158,6 @@ class DecisionRule:
     cutoff: float | None = None
     attributes: tuple[Attribute, ...] = ()
     attribute_thresholds: tuple[float | None, ...] = ()
-    penalty: UnfamiliarPenalty | None = None
 
     @classmethod
     def from_bundle(cls, bundle_dir: Path, spec: Any) -> DecisionRule:
@@ -218,7 +180,6 @@ class DecisionRule:
             cutoff=unfamiliar.get("cutoff"),
             attributes=attributes_from_json(recorded, spec.labels),
             attribute_thresholds=tuple(a.get("threshold") for a in recorded.values()),
-            penalty=UnfamiliarPenalty.from_json(calibration.get("accept_score")),
         )
 
     @property
@@ -242,24 +203,22 @@ class DecisionRule:
             score = self.score(features) if self.score is not None and features is not None else None
         score = np.full(len(raw), np.nan, np.float32) if score is None else np.asarray(score, np.float32)
         confidence = np.nanmax(np.where(bad[:, None], 0, probs), axis=1)
-        penalty = self.penalty(score) if self.penalty is not None else np.zeros(len(raw), np.float32)
-        flags = self._flags(probs, confidence - penalty, score)
+        flags = self._flags(probs, confidence, score)
         reason = join_reasons(flags)
         decision = np.where(reason == "", ACCEPT, REVIEW).astype(object)
         decision[bad], reason[bad] = None, None
-        attributes = self._attributes(probs, bad, flags.get(UNFAMILIAR), penalty)
-        return Decided(probs, score, decision, reason, attributes)
+        return Decided(probs, score, decision, reason, self._attributes(probs, bad, flags.get(UNFAMILIAR)))
 
     def _attributes(
-        self, probs: np.ndarray, bad: np.ndarray, unfamiliar: np.ndarray | None, penalty: np.ndarray
+        self, probs: np.ndarray, bad: np.ndarray, unfamiliar: np.ndarray | None
     ) -> dict[str, AttributeDecided]:
-        """Each attribute: accepted when its value's marginal (less ``penalty``) reaches the
-        attribute's threshold and the image is not unfamiliar."""
+        """Each attribute: accepted when its value's marginal reaches the attribute's threshold and
+        the image is not unfamiliar."""
         decided = {}
         for attribute, threshold in zip(self.attributes, self.attribute_thresholds, strict=True):
             marginal = attribute.marginals(np.nan_to_num(probs))
             confidence = marginal.max(axis=1)
-            accept = confidence - penalty >= (np.inf if threshold is None else threshold)
+            accept = confidence >= (np.inf if threshold is None else threshold)
             if unfamiliar is not None:
                 accept &= ~unfamiliar
             value = np.asarray(attribute.values, dtype=object)[marginal.argmax(axis=1)]
@@ -269,7 +228,6 @@ class DecisionRule:
         return decided
 
     def _flags(self, probs: np.ndarray, confidence: np.ndarray, score: np.ndarray) -> dict[str, np.ndarray]:
-        """``confidence``: each row's accept score (its confidence when there is no penalty)."""
         if self.calibration_id is None:
             margin = top_two_margin(np.nan_to_num(probs))
             return {LOW_CONFIDENCE: confidence < DEFAULT_THRESHOLD, CLOSE_CALL: margin < DEFAULT_MARGIN}

@@ -15,7 +15,7 @@ from typing import Any
 from classify_job.config import CPUS, MAX_THREADS, build, check, coerce_paths, merge, read_job_table, resolve
 from classify_job.decisions.attributes import parse_attributes
 from classify_job.decisions.calibration import CLASS, SCOPES
-from classify_job.decisions.rule import ACCEPT_SCORES, CONFIDENCE_SCORE, DEFAULT_TARGET_PRECISION
+from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION
 from classify_job.errors import InputError
 from classify_job.imageio import COLOR_MODES
 from classify_job.walk import DEFAULT_EXTENSIONS
@@ -82,7 +82,6 @@ class TrainConfig:
     arch_options: dict[str, Any] = field(default_factory=dict)
     target_precision: float = DEFAULT_TARGET_PRECISION
     precision_scope: str = CLASS  # "overall": one pooled threshold, a weaker guarantee
-    accept_score: str = CONFIDENCE_SCORE  # "combined": confidence less the unfamiliar score's rank
     attributes: dict[str, tuple[str, ...]] | str | None = None  # "gender=male,female garment=..."
     extensions: tuple[str, ...] = tuple(sorted(DEFAULT_EXTENSIONS))
     workers: int = 4
@@ -122,7 +121,6 @@ class TrainConfig:
                 "test_split": (0 <= self.test_split < 1, "in [0, 1)"),
                 "target_precision": (0 < self.target_precision < 1, "in (0, 1)"),
                 "precision_scope": (self.precision_scope in SCOPES, f"one of {SCOPES}"),
-                "accept_score": (self.accept_score in ACCEPT_SCORES, f"one of {ACCEPT_SCORES}"),
             },
         )
 

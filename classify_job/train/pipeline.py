@@ -225,7 +225,7 @@ def _with_decision_rule(
     honest_test = trained.test if trained.test.source == "the test split" else None
     config = trained.run.config
     attributes = attributes_for(config.attributes or {}, spec.labels)
-    choice = RuleChoice(config.target_precision, config.precision_scope, config.accept_score)
+    choice = RuleChoice(config.target_precision, config.precision_scope)
     rule = fit_rule(spec, found, honest_test, choice, attributes)
     rule.write_files(staging)
     return rule.recorded_in(spec), rule.rule

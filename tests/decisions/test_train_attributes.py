@@ -90,25 +90,6 @@ def test_calibrate_moves_the_scope_and_a_new_rule_has_a_new_id(bundle, shades, t
     assert bad.exit_code == 2 and "precision-scope" in bad.output
 
 
-def test_calibrate_to_the_combined_score_redecides_stored_rows(bundle, shades, tmp_path):
-    out = tmp_path / "out"
-    assert invoke("classify", shades, "--model", bundle, "--out", out).exit_code == 0
-    result = invoke("calibrate", bundle, shades, "--out", tmp_path / "combined", "--accept-score", "combined")
-    assert result.exit_code == 0, result.output
-    after = json.loads((tmp_path / "combined" / "bundle.json").read_text())["calibration"]
-    assert after["accept_score"]["kind"] == "combined" and after["accept_score"]["out_of_fold"] == 0
-    assert (
-        "Accept score: the calibrated confidence less 0.5"
-        in (tmp_path / "combined" / "README.md").read_text()
-    )
-    rerun = invoke("classify", shades, "--model", tmp_path / "combined", "--out", out)
-    assert rerun.exit_code == 0, rerun.output
-    rows = pd.read_parquet(out / "predictions")
-    assert set(rows.calibration_id) == {after["calibration_id"]} and len(rows) == len(set(rows.relpath))
-    bad = invoke("calibrate", bundle, shades, "--out", tmp_path / "bad", "--accept-score", "margin")
-    assert bad.exit_code == 2 and "--accept-score must be one of confidence, combined" in bad.output
-
-
 @pytest.mark.parametrize(
     ("attributes", "says"),
     [("colour=red,green", "'blue_dark'"), ("colour", "name=value"), ("shade=dark,dark", "distinct")],
