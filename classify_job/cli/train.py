@@ -274,8 +274,10 @@ def calibrate(
     from classify_job.cli.console import decision_table, stdout
     from classify_job.decisions.fitting import RuleChoice, recalibrate_bundle
 
-    choice = (target_precision, precision_scope)
-    spec = invoke(lambda: recalibrate_bundle(bundle, data, out, RuleChoice(*choice)), verbose)
+    def recalibrated():
+        return recalibrate_bundle(bundle, data, out, RuleChoice(target_precision, precision_scope))
+
+    spec = invoke(recalibrated, verbose)
     stdout.print(decision_table(spec))
     stdout.print(
         f"Recalibrated bundle: {out} ({spec.calibration['calibration_id']})", markup=False, soft_wrap=True
