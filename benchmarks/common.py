@@ -81,10 +81,8 @@ def _camera_photo(directory: Path, index: int, size: tuple[int, int]) -> None:
 
     from classify_job.sampledata.photos import CLASSES, render_photo
 
-    side = max(size)
-    with Image.open(
-        io.BytesIO(render_photo(CLASSES[index % len(CLASSES)], index, seed=7, image_size=side))
-    ) as photo:
+    label, side = CLASSES[index % len(CLASSES)], max(size)
+    with Image.open(io.BytesIO(render_photo(label, index, seed=7, image_size=side))) as photo:
         left, top = (side - size[0]) // 2, (side - size[1]) // 2
         photo = photo.crop((left, top, left + size[0], top + size[1]))
         path = _photo_path(directory, index)

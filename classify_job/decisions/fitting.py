@@ -171,6 +171,10 @@ def fit_rule(
     measure on ``test``; nothing is written. ``choice``: the target and the guarantee's scope;
     ``attributes``: decided too, each with its own threshold."""
     kept, held_out, target = sets.kept, sets.held_out, choice.target
+    temperature = fit_temperature(held_out.probs, held_out.labels)
+    probs = calibrate(held_out.probs, temperature)
+    thresholds, guarantee = fit_thresholds(probs, held_out.labels, spec.labels, target, choice.scope)
+    per_attribute = attribute_thresholds(probs, held_out.labels, spec.labels, attributes, target)
     if kept is None:
         score = fit_unfamiliar(sets.reference.features, sets.reference.labels, len(spec.labels))
         buffer = io.BytesIO()
@@ -178,10 +182,6 @@ def fit_rule(
         npz, sha256 = buffer.getvalue(), content_hash_bytes(buffer.getvalue())
     else:
         score, npz, sha256 = kept.score, None, kept.sha256
-    temperature = fit_temperature(held_out.probs, held_out.labels)
-    probs = calibrate(held_out.probs, temperature)
-    thresholds, guarantee = fit_thresholds(probs, held_out.labels, spec.labels, target, choice.scope)
-    per_attribute = attribute_thresholds(probs, held_out.labels, spec.labels, attributes, target)
     unfamiliar = {
         "method": "mahalanobis-nearest-centroid",
         "features": "penultimate layer",

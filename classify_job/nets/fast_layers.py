@@ -198,5 +198,4 @@ class FastMaxPool2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
-        halve = lambda size: None if size is None else size // 2  # noqa: E731
-        return (batch, halve(height), halve(width), channels)
+        return (batch, *(None if size is None else size // 2 for size in (height, width)), channels)

@@ -27,13 +27,10 @@ if TYPE_CHECKING:
 
 def fit_plain(net: Any, run: TrainRun) -> Fitted:
     """:func:`~classify_job.train.fit.fit` as a recipe: the history and fit's own facts (the
-    budget, when one is set) with the test-time flip the model is served with (``tta``, as
-    Lite0 records it), no held-out predictions."""
-    from classify_job.nets.inference import served_flip
+    budget, when one is set), no held-out predictions."""
     from classify_job.train.fit import fit_with_facts
 
-    fitted = fit_with_facts(net, run.data, run.config, run.weights, run.on_epoch, run.callbacks)
-    return dataclasses.replace(fitted, facts={**fitted.facts, "tta": {"flip": served_flip(net)}})
+    return fit_with_facts(net, run.data, run.config, run.weights, run.on_epoch, run.callbacks)
 
 
 def _build_cnn(num_classes: int, image_size: tuple[int, int], channels: int, options: dict[str, Any]) -> Any:

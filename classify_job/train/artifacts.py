@@ -39,6 +39,8 @@ def write_outputs(directory: Path, trained: Trained, wall_time_s: float) -> Bund
 
     The recipe's facts (e.g. pretrained weights' source) join bundle.json's extra.
     """
+    from classify_job.nets.inference import served_flip
+
     config, data, net, report = trained.run.config, trained.run.data, trained.net, trained.report
     history, weights = trained.fitted.history, trained.run.weights
     monitor = monitor_metric(data)
@@ -68,6 +70,7 @@ def write_outputs(directory: Path, trained: Trained, wall_time_s: float) -> Bund
             "metrics": report.summary(),
             "versions": library_versions(),
             "xla": xla_settings(),  # the CPU kernels XLA trained with
+            "tta": {"flip": served_flip(net)},  # what the served graph averages over, every architecture
             "training_hashes": write_training_hashes(directory, data),
             **trained.fitted.facts,
         },

@@ -161,7 +161,7 @@ def fit_on_features(
         phase_two = dataclasses.replace(run, on_epoch=_shifted(run.on_epoch, len(history), total))
         rows, facts["kept_phase"] = _phase_two(net, phase_two, history)
         history += rows
-    facts = {"pretrained": {**weights_provenance(), **facts}, "tta": tta_facts(options)}
+    facts = {"pretrained": {**weights_provenance(), **facts}}
     if facts["pretrained"]["kept_phase"] != 1 or not calibration:  # phase 2 made the features stale
         return Fitted(history, {**facts, "heads": served_heads(net)})
     clean = len(run.data.train)  # the cached training features start with the unaugmented view
@@ -169,11 +169,6 @@ def fit_on_features(
     reference = HeldOut(np.zeros((clean, 0)), run.data.train.labels, penult, "cached training features")
     held_out = out_of_fold(net, on_features, clean, options.head, features.mirrored)
     return Fitted(history, {**facts, "heads": served_heads(net)}, held_out, reference)
-
-
-def tta_facts(options: FinetuneOptions) -> dict[str, str]:
-    """bundle.json's ``tta``: what the served graph averages over (the model's FlipTTA layer serves it)."""
-    return {"flip": "horizontal" if options.tta == "flip" else "none"}
 
 
 def _phase_two(

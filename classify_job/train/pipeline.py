@@ -226,6 +226,6 @@ def _with_decision_rule(
     config = trained.run.config
     attributes = attributes_for(config.attributes or {}, spec.labels)
     choice = RuleChoice(config.target_precision, config.precision_scope)
-    rule = fit_rule(spec, found, honest_test, choice, attributes)
-    rule.write_files(staging)
-    return rule.recorded_in(spec), rule.rule
+    fitted = fit_rule(spec, found, honest_test, choice, attributes)
+    fitted.write_files(staging)
+    return fitted.recorded_in(spec), fitted.rule
