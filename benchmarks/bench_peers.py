@@ -86,14 +86,16 @@ def int8_against_float(bundle: Path, pixels: np.ndarray, rounds: int = 9) -> dic
 def gate_figures(bundle: Path, tree: Path) -> dict:
     """The int8 gate's figures as the export recorded them (the bundle's test split) and on the
     camera tree (its folders are the same four classes)."""
-    from classify_job.train.int8_export import graph_outputs
+    from classify_job.classify.backends import graph_outputs
+    from classify_job.decisions.rule import DecisionRule
     from classify_job.train.int8_gate import gate_images, judge
 
     spec = read_spec(bundle)
     (entry,) = [e for e in spec.exports if e["format"] == "onnx-int8"]
     images = gate_images(spec, tree)
     outputs = [graph_outputs(bundle / name, images.pixels) for name in ("model.onnx", "model.int8.onnx")]
-    verdict = judge(bundle, spec, images, *outputs)
+    rules = [DecisionRule.from_bundle(bundle, spec, runtime) for runtime in ("onnx", "onnx-int8")]
+    verdict = judge(bundle, spec, images, *outputs, *rules)  # each graph under the rule it serves with
     return {
         "at_export": entry["verified"],
         "export_benchmark": entry["benchmark"],

@@ -43,6 +43,7 @@ DEFAULT_PREPROCESSING = {
     "alpha": "composited on white",
     "normalization": "inside the model",
 }
+RULE_KEYS = ("calibration", "accept_thresholds", "unfamiliar")  # the decision rule's keys
 MAX_LABEL = 255  # characters; a label becomes a folder name and a Parquet value
 
 
@@ -74,6 +75,20 @@ class BundleSpec:
         }
         data.update(labels=list(self.labels), image_size=list(self.image_size), exports=list(self.exports))
         return {**data, **self.other}
+
+    def rule_keys(self, runtime: str | None = None) -> dict[str, Any]:
+        """``calibration``, ``accept_thresholds`` and ``unfamiliar`` for the graph ``runtime`` serves:
+        its verified export entry's own when it carries them (an int8 graph fitted at train time),
+        else the bundle's."""
+        for export in self.exports:
+            if (
+                runtime is not None
+                and export.get("format") == runtime
+                and (export.get("verified") or {}).get("passed")
+                and isinstance(export.get("calibration"), dict)
+            ):
+                return {name: export.get(name) for name in RULE_KEYS}
+        return {name: getattr(self, name) for name in RULE_KEYS}
 
     @property
     def training_dir(self) -> Path | None:
@@ -122,9 +137,12 @@ class BundleSpec:
                     f"a label must hold no NUL and at most {MAX_LABEL} characters. Received: {label[:80]!r}"
                     + (f" ({len(label)} characters)" if len(label) > MAX_LABEL else "")
                 )
-        for name in ("calibration", "accept_thresholds", "unfamiliar"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
-                raise BundleError(f"{SPEC_FILE}'s {name} must be an object or null")
+        owners = [("", {name: getattr(self, name) for name in RULE_KEYS})]
+        owners += [(f"{e.get('format')} export's ", e) for e in self.exports if "calibration" in e]
+        for owner, keys in owners:
+            for name in RULE_KEYS:
+                if keys.get(name) is not None and not isinstance(keys.get(name), dict):
+                    raise BundleError(f"{SPEC_FILE}'s {owner}{name} must be an object or null")
         if self.color_mode not in COLOR_MODES:
             raise BundleError(f"unknown color_mode. Received: {self.color_mode!r}")
         if min(self.image_size) < 8:

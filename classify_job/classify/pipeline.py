@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from classify_job.bundle import BundleSpec, read_spec
+from classify_job.classify.backends import choose_runtime
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.engines import ENGINES
 from classify_job.classify.index import (
@@ -123,6 +124,8 @@ def run_classify(
     require_dir(config.input_dir, "input directory")  # before anything is created
     config = config.resolve_model()  # once: a promotion during the run cannot switch models
     spec = read_spec(config.model)  # fail fast on a wrong path, before creating anything
+    # once, too: the decision rule is the serving graph's, so every engine and actor serves this one
+    config = replace(config, runtime=choose_runtime(spec, config.runtime))
     out = _prepare_out(config.out)
     stop = stop or threading.Event()
     with output_lock(out):
@@ -180,7 +183,7 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
     index = OutputIndex.load(out)
     quarantined = quarantined + index.quarantined
     parts, _ = _supersede(out, index.parts) if (out / SUPERSEDING).exists() else (index.parts, 0)
-    rule = DecisionRule.from_bundle(config.model, spec)
+    rule = DecisionRule.from_bundle(config.model, spec, config.runtime)
     parts, redecided = redecide(parts, rule, spec.model_id, config.top_k)
     scan = TreeScan(
         config.input_dir, config.extensions, config.follow_symlinks, config.shard, (config.out,),
@@ -192,7 +195,7 @@ def _run_locked(setup: RunSetup, quarantined: list[Quarantined]) -> RunResult:
         *(run_id, len(index), out),
         extra={"fields": {"event": "run_start", "run_id": run_id, "rows": len(index), "out": str(out)}},
     )
-    writer = _part_writer(config, out, spec, run_id)
+    writer = _part_writer(config, out, spec, run_id, rule)
     _touch(out / SUPERSEDING)
     run = RunState(
         setup, run_id, rule, scan, writer, progress,
@@ -355,7 +358,9 @@ def _run_record(run: RunState, missing: int | None, pruned: int) -> dict[str, An
     }
 
 
-def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: str) -> PartWriter:
+def _part_writer(
+    config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: str, rule: DecisionRule
+) -> PartWriter:
     record = {
         "run_started_at": time.time(),
         "model_id": spec.model_id,
@@ -364,7 +369,7 @@ def _part_writer(config: ClassifyConfig, out: Path, spec: BundleSpec, run_id: st
         "input_dir": str(config.input_dir.absolute()),
         "shard": str(config.shard),
         "labels": list(spec.labels),
-        "calibration_id": (spec.calibration or {}).get("calibration_id"),
+        "calibration_id": rule.calibration_id,  # the serving graph's: what redecide compares
     }
     return PartWriter(
         out,

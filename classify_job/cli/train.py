@@ -272,7 +272,8 @@ def calibrate(
     earlier rows from their stored raw probabilities, without running the model.
     """
     from classify_job.cli.console import decision_table, stdout
-    from classify_job.decisions.fitting import RuleChoice, recalibrate_bundle
+    from classify_job.decisions.fitting import RuleChoice
+    from classify_job.train.recalibrate import recalibrate_bundle
 
     def recalibrated():
         return recalibrate_bundle(bundle, data, out, RuleChoice(target_precision, precision_scope))

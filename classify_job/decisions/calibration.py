@@ -37,12 +37,19 @@ SCOPES = (CLASS, OVERALL)
 @dataclass(frozen=True)
 class HeldOut:
     """Raw probabilities, true labels and penultimate features of images the model did not fit,
-    and where they come from (out-of-fold predictions, the validation split, ...)."""
+    and where they come from (out-of-fold predictions, the validation split, ...); ``images``, when
+    in memory, the decoded images behind the rows in row order (parts, not copied), which another
+    graph can be run on (:mod:`classify_job.train.int8_rule`)."""
 
     probs: np.ndarray
     labels: np.ndarray
     features: np.ndarray
     source: str
+    images: tuple[np.ndarray, ...] = ()
+
+    @property
+    def has_images(self) -> bool:
+        return sum(len(part) for part in self.images) == len(self) > 0
 
     def __len__(self) -> int:
         return len(self.labels)

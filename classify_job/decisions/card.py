@@ -51,6 +51,7 @@ def decision_lines(spec: BundleSpec) -> list[str]:
         f"{unfamiliar.get('familiar_recall', 0):.0%} of familiar images ({unfamiliar.get('cutoff_on')}).",
         "  An image above it is never auto-accepted, whatever its confidence.",
         *_expected_lines(cal.get("expected", {})),
+        *_int8_lines(spec),
     ]
 
 
@@ -177,6 +178,23 @@ def _expected_lines(expected: dict[str, Any]) -> list[str]:
         f"- On {name.replace('_', '-')} images ({e['images']:,}): {e['share_accepted']:.0%} accepted, "
         f"precision of accepted labels {_pct(e['precision_of_accepted'])}."
         for name, e in expected.items()
+    ]
+
+
+def _int8_lines(spec: BundleSpec) -> list[str]:
+    """The int8 graph's own rule, when it has one (classify decides with it when that graph serves)."""
+    entry = next((e for e in spec.exports if e.get("format") == "onnx-int8" and e.get("calibration")), None)
+    if entry is None:
+        return []
+    cal, thresholds = entry["calibration"], entry.get("accept_thresholds") or {}
+    at = ", ".join(
+        f"{label} {'never' if t.get('threshold') is None else format(t['threshold'], '.4g')}"
+        for label, t in thresholds.items()
+    )
+    return [
+        f"- The int8 graph (`{entry['file']}`) decides with its own calibration `{cal['calibration_id']}`: "
+        f"T = {cal['temperature']:.4g}, fitted on {cal['fitted_on']}; accept at {at}.",
+        *(f"  {line[2:]}" for line in _expected_lines(cal.get("expected", {}))),
     ]
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from classify_job import atomic
-from classify_job.bundle import BundleSpec, bundle_file, write_spec
-from classify_job.decisions.attributes import Attribute, attributes_from_json
+from classify_job.bundle import BundleSpec, write_spec
+from classify_job.decisions.attributes import Attribute
 from classify_job.decisions.calibration import (
     CLASS,
     SCOPES,
@@ -37,9 +36,8 @@ from classify_job.decisions.calibration import (
     tradeoff_curves,
     unfamiliar_cutoff,
 )
-from classify_job.decisions.card import rewrite_decisions
 from classify_job.decisions.rule import DEFAULT_TARGET_PRECISION, DecisionRule, UnfamiliarScore, calibrate
-from classify_job.errors import DatasetError, InputError, OutputError
+from classify_job.errors import InputError
 from classify_job.hashing import content_hash, content_hash_bytes
 from classify_job.train.dataset import TrainingData
 from classify_job.train.evaluate import predict_with_features
@@ -99,7 +97,7 @@ def calibration_data(net: Any, data: TrainingData, fitted: Fitted) -> Calibratio
     if not len(data.val):
         return None
     probs, features = predict_with_features(net, data.val.images)
-    validation = HeldOut(probs, data.val.labels, features, "the validation split")
+    validation = HeldOut(probs, data.val.labels, features, "the validation split", (data.val.images,))
     reference = fitted.reference
     if reference is None:
         pick = np.random.default_rng(0).permutation(len(data.train))[:REFERENCE_IMAGES]
@@ -123,14 +121,17 @@ class FittedRule:
     reliability: tuple[Any, Any] | None
     rule: DecisionRule
 
+    def keys(self) -> dict[str, Any]:
+        """The keys ``bundle.json`` (or an export entry serving its own rule) records."""
+        return {
+            "calibration": self.calibration,
+            "accept_thresholds": self.accept_thresholds,
+            "unfamiliar": self.unfamiliar,
+        }
+
     def recorded_in(self, spec: BundleSpec) -> BundleSpec:
         """``spec`` with this rule's keys."""
-        return dataclasses.replace(
-            spec,
-            calibration=self.calibration,
-            accept_thresholds=self.accept_thresholds,
-            unfamiliar=self.unfamiliar,
-        )
+        return dataclasses.replace(spec, **self.keys())
 
     def write_files(self, bundle_dir: Path) -> None:
         """``unfamiliar.npz`` (when refitted) and ``calibration.png`` (when measured) into ``bundle_dir``."""
@@ -291,74 +292,3 @@ def _attribute_outcome(rule: DecisionRule, decided: Any, labels: np.ndarray) -> 
         }
         any_accepted |= accepted
     return {"attributes": found, "share_with_an_attribute_accepted": round(float(any_accepted.mean()), 4)}
-
-
-def recalibrate_bundle(
-    bundle_dir: Path, data: Path, out: Path, choice: RuleChoice = RuleChoice()
-) -> BundleSpec:
-    """A copy of ``bundle_dir`` in ``out`` with calibration, thresholds and cut-off fitted anew on the
-    labelled folder ``data``: a third of it (by a stable hash of each path) to measure, the rest to
-    fit. When ``data`` is the folder the bundle trained on, its training split is left out.
-
-    The weights, and so ``model_id`` and any export, are unchanged; the unfamiliar score keeps its
-    parameters (only its cut-off is refitted), so the scores stored in earlier rows stay valid and
-    classify can re-decide them without running the model. The attributes the bundle decides
-    are kept, their thresholds refitted; ``choice`` is the target and the guarantee's scope.
-    """
-    from classify_job.bundle import load_bundle
-
-    if out.exists():
-        raise OutputError(f"{out} already exists; choose a new --out for the recalibrated bundle")
-    bundle = load_bundle(bundle_dir)
-    parts = _recalibration_parts(bundle, Path(data))
-    if len(parts["fit"]) < 2:
-        raise DatasetError(
-            f"too few readable labelled images in {data} (outside the training split) to calibrate on"
-        )
-    unfamiliar = bundle.spec.unfamiliar or {}
-    kept = None
-    if unfamiliar.get("file"):  # verified where it is (inside the bundle, its recorded hash)
-        kept = UnfamiliarScore.load(bundle_file(bundle_dir, unfamiliar["file"], unfamiliar.get("sha256")))
-    shutil.copytree(bundle_dir, out, symlinks=True)  # a link is copied as a link, never its target
-    sets = CalibrationSets(
-        held_out=_joined(parts["fit"], parts["familiar"]),
-        reference=None if kept else parts["fit"],
-        familiar=_joined(parts["fit"], parts["familiar"]) if kept else parts["familiar"],
-    )
-    attributes = attributes_from_json((bundle.spec.calibration or {}).get("attributes"), bundle.spec.labels)
-    spec = fit_decision_rule(out, bundle.spec, sets, parts["test"], choice, kept, attributes)
-    rewrite_decisions(out / "README.md", spec)
-    return spec
-
-
-def _recalibration_parts(bundle: Any, data: Path) -> dict[str, HeldOut]:
-    """``data``'s labelled images (the bundle's training split excluded) cut by path hash into a
-    test third and two fitting thirds, each decoded and run through the model."""
-    from classify_job.hashing import split_position
-    from classify_job.train.dataset import load_split
-    from classify_job.train.evaluate import labelled_files
-
-    spec = bundle.spec
-    trained = (
-        {s.relpath for s in labelled_files(data, "train", spec.labels, spec.extra)}
-        if spec.trained_on(data)
-        else set()
-    )
-    samples = [s for s in labelled_files(data, "all", spec.labels, spec.extra) if s.relpath not in trained]
-    cuts = {"test": (0, 1 / 3), "fit": (1 / 3, 2 / 3), "familiar": (2 / 3, 1)}
-    parts = {}
-    for name, (low, high) in cuts.items():
-        chosen = [s for s in samples if low <= split_position(s.relpath, "recalibrate:") < high]
-        loaded = load_split(data, chosen, spec.image_size, spec.color_mode)
-        probs, features = predict_with_features(bundle.model, loaded.images)
-        parts[name] = HeldOut(probs, loaded.labels, features, f"{name} images of {data}")
-    return parts
-
-
-def _joined(first: HeldOut, second: HeldOut) -> HeldOut:
-    return HeldOut(
-        np.concatenate([first.probs, second.probs]),
-        np.concatenate([first.labels, second.labels]),
-        np.concatenate([first.features, second.features]),
-        f"{first.source} and {second.source}",
-    )

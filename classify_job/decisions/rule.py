@@ -160,13 +160,15 @@ class DecisionRule:
     attribute_thresholds: tuple[float | None, ...] = ()
 
     @classmethod
-    def from_bundle(cls, bundle_dir: Path, spec: Any) -> DecisionRule:
-        """The rule ``bundle.json`` describes (the old rule when it has no calibration)."""
-        calibration = spec.calibration
+    def from_bundle(cls, bundle_dir: Path, spec: Any, runtime: str | None = None) -> DecisionRule:
+        """The rule ``bundle.json`` describes for the graph ``runtime`` serves (the int8 graph may
+        carry its own; see :meth:`BundleSpec.rule_keys`); the old rule when it has no calibration."""
+        keys = spec.rule_keys(runtime)
+        calibration = keys["calibration"]
         if not calibration:
             return cls(spec.labels)
-        thresholds = spec.accept_thresholds or {}
-        unfamiliar = spec.unfamiliar or {}
+        thresholds = keys["accept_thresholds"] or {}
+        unfamiliar = keys["unfamiliar"] or {}
         score, recorded = None, calibration.get("attributes") or {}
         if unfamiliar.get("file") is not None:
             path = bundle_file(bundle_dir, unfamiliar["file"], unfamiliar.get("sha256"))

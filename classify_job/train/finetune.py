@@ -168,6 +168,8 @@ def fit_on_features(
     penult = penultimate(net, features.splits.train.images[:clean])
     reference = HeldOut(np.zeros((clean, 0)), run.data.train.labels, penult, "cached training features")
     held_out = out_of_fold(net, on_features, clean, options.head, features.mirrored)
+    if held_out is not None:  # its rows: the unaugmented training images, then the validation split
+        held_out = dataclasses.replace(held_out, images=(run.data.train.images, run.data.val.images))
     return Fitted(history, {**facts, "heads": served_heads(net)}, held_out, reference)
 
 

@@ -19,10 +19,12 @@ import numpy as np
 
 from classify_job import atomic
 from classify_job.bundle import BundleSpec, read_spec, write_spec
+from classify_job.classify.backends import graph_outputs
 from classify_job.errors import ExportError
 from classify_job.hashing import content_hash
 from classify_job.train.export import INT8_FILE
 from classify_job.train.int8_gate import Labelled, Verdict, calibration_images, gate_images, judge
+from classify_job.train.int8_rule import THROUGH_INT8, Int8Refit
 from classify_job.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,17 @@ def export_int8(bundle_dir: Path, data: Path | None = None) -> dict[str, Any]:
 
 
 def int8_entry(
-    bundle_dir: Path, spec: BundleSpec, images: Labelled, calibration: np.ndarray, rule: Any = None
+    bundle_dir: Path,
+    spec: BundleSpec,
+    images: Labelled,
+    calibration: np.ndarray,
+    rule: Any = None,
+    refit: Int8Refit | None = None,
 ) -> dict[str, Any]:
     """Write ``model.int8.onnx`` into ``bundle_dir`` from the verified float graph ``spec`` lists,
     calibrated on ``calibration`` and judged on ``images`` (accepted labels by ``rule``, the
-    bundle's own unless given); returns its ``exports`` entry.
+    bundle's own unless given, for the float graph; for the int8 graph by the rule ``refit`` fits
+    it, recorded in the entry, else the same); returns its ``exports`` entry.
 
     Raises ExportError, removing the file, when the bundle has no verified float graph, when
     quantisation fails, or when the gate refuses the int8 graph (the reasons are in the message).
@@ -66,8 +74,9 @@ def int8_entry(
     try:
         with atomic.atomic_path(target) as tmp:
             recipe = quantize_graph(float_path, tmp, calibration)
-        verdict = judge(bundle_dir, spec, images, graph_outputs(float_path, images.pixels),
-                        graph_outputs(target, images.pixels), rule=rule)  # fmt: skip
+        float_out, int8_out = graph_outputs(float_path, images.pixels), graph_outputs(target, images.pixels)
+        own = refit(float_path, target, images.seen(int8_out, THROUGH_INT8)) if refit else None
+        verdict = judge(bundle_dir, spec, images, float_out, int8_out, rule, own.rule if own else None)
         benchmark = self_benchmark(float_path, target, images.pixels[:32]) if verdict.passed else None
     except Exception as exc:
         target.unlink(missing_ok=True)
@@ -86,6 +95,7 @@ def int8_entry(
         "verified": {"passed": True, **verdict.figures},
         "benchmark": benchmark,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(own.keys() if own else {}),  # its own decision rule (classify_job.train.int8_rule)
     }
 
 
@@ -114,12 +124,3 @@ def discard(bundle_dir: Path, spec: BundleSpec) -> BundleSpec:
 
 def _others(spec: BundleSpec) -> tuple[dict, ...]:
     return tuple(e for e in spec.exports if e.get("format") != FORMAT)
-
-
-def graph_outputs(path: Path, pixels: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, features) of the ONNX graph at ``path`` on ``pixels``, ``batch`` at a time."""
-    from classify_job.classify.backends import load_graph
-
-    graph = load_graph(path, "onnx", threads=2)
-    parts = [graph.predict(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
-    return tuple(np.concatenate([np.asarray(p[k], np.float32) for p in parts]) for k in (0, 1))

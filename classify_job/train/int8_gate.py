@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from classify_job.bundle import BundleSpec
+from classify_job.decisions.calibration import HeldOut
 from classify_job.decisions.rule import ACCEPT, DEFAULT_TARGET_PRECISION, DecisionRule
 from classify_job.errors import DatasetError, InputError
 from classify_job.train.bootstrap import paired_bootstrap
@@ -38,6 +39,10 @@ class Labelled:
     pixels: np.ndarray
     labels: np.ndarray
     source: str
+
+    def seen(self, outputs: tuple[np.ndarray, np.ndarray], how: str) -> HeldOut:
+        """These labels with a graph's (probabilities, features) of the images, ``how`` they were seen."""
+        return HeldOut(outputs[0], self.labels, outputs[1], f"{self.source}, {how}")
 
 
 def _training_root(spec: BundleSpec) -> Path | None:
@@ -99,12 +104,14 @@ def judge(
     images: Labelled,
     float_out: tuple[np.ndarray, np.ndarray],
     int8_out: tuple[np.ndarray, np.ndarray],
+    rule: DecisionRule | None = None,
+    int8_rule: DecisionRule | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
-    rule: DecisionRule | None = None,
 ) -> Verdict:
     """Compare the int8 graph's (probabilities, features) with the float graph's on ``images``;
-    accepted labels are decided by ``rule``, the bundle's own unless given."""
+    accepted labels are decided by ``rule`` (the bundle's own unless given), the int8 graph's by
+    ``int8_rule`` when it has one of its own."""
     y_true = images.labels
     ours, theirs = int8_out[0].argmax(axis=1), float_out[0].argmax(axis=1)
     boot = paired_bootstrap(y_true, ours, theirs, len(spec.labels), resamples, seed)
@@ -128,7 +135,8 @@ def judge(
         )
     if spec.calibration:
         rule = rule or DecisionRule.from_bundle(bundle_dir, spec)
-        accepted, precision_reasons = _accepted_precision(rule, spec, y_true, float_out, int8_out)
+        rules = {"float": rule, "int8": int8_rule or rule}
+        accepted, precision_reasons = _accepted_precision(rules, spec, y_true, float_out, int8_out)
         figures["accepted"] = accepted
         figures["calibration_shift"] = _calibration_shift(y_true, float_out[0], int8_out[0])
         reasons += precision_reasons
@@ -154,11 +162,12 @@ def target_precision(spec: BundleSpec, label: str) -> float:
     return float(fitted.get("target_precision") or guarantee.get("precision") or DEFAULT_TARGET_PRECISION)
 
 
-def _accepted_precision(rule, spec, y_true, float_out, int8_out) -> tuple[dict, list[str]]:
-    """Per class: accepted labels and their precision under ``rule``, float and int8."""
+def _accepted_precision(rules, spec, y_true, float_out, int8_out) -> tuple[dict, list[str]]:
+    """Per class: accepted labels and their precision, each graph under its rule in ``rules``."""
     targets = {label: target_precision(spec, label) for label in spec.labels}
-    decided = {name: rule.decide(*out) for name, out in (("float", float_out), ("int8", int8_out))}
-    per_graph = {name: _per_class(rule, y_true, d) for name, d in decided.items()}
+    outputs = {"float": float_out, "int8": int8_out}
+    decided = {name: rules[name].decide(*out) for name, out in outputs.items()}
+    per_graph = {name: _per_class(rules[name], y_true, d) for name, d in decided.items()}
     reasons = []
     for label, target in targets.items():
         mine, theirs = per_graph["int8"][label]["precision"], per_graph["float"][label]["precision"]
@@ -168,11 +177,12 @@ def _accepted_precision(rule, spec, y_true, float_out, int8_out) -> tuple[dict, 
                 f"(float graph: {theirs if theirs is None else round(theirs, 4)})"
             )
     same = float((decided["float"].decision == decided["int8"].decision).mean())
-    unfamiliar = "applied" if rule.score is not None else "not applied"
+    unfamiliar = "applied" if rules["float"].score is not None else "not applied"
     figures = {
         "target_precision": targets,
         "unfamiliar_cutoff": unfamiliar,
         "decision_agreement": round(same, 5),
+        "calibration_id": {name: rule.calibration_id for name, rule in rules.items()},
     }
     return {**figures, **per_graph}, reasons
 

@@ -22,7 +22,7 @@ import numpy as np
 from classify_job.bundle import SPEC_FILE, BundleSpec, write_spec
 from classify_job.decisions.attributes import attributes_for
 from classify_job.decisions.calibration import HeldOut
-from classify_job.decisions.fitting import RuleChoice, calibration_data, fit_rule
+from classify_job.decisions.fitting import KeptScore, RuleChoice, calibration_data, fit_rule
 from classify_job.decisions.rule import DecisionRule
 from classify_job.errors import DatasetError, ExportError, InputError, OutputError
 from classify_job.runtime import keep_xla_default_kernels, set_seeds
@@ -33,6 +33,7 @@ from classify_job.train.dataset import BadFile, TrainingData, class_weights, ind
 from classify_job.train.evaluate import predict_with_features
 from classify_job.train.export import decoded_images, export_graphs, with_exports
 from classify_job.train.fit import EpochInfo, best_epoch, monitor_metric
+from classify_job.train.int8_rule import Int8Refit
 from classify_job.train.metrics import EvaluationReport, report_from_probs
 from classify_job.train.staging import staged_bundle
 from classify_job.train.state import Trained, TrainRun
@@ -81,9 +82,9 @@ def train(
     trained = fit_and_evaluate(run)
     with staged_bundle(run.config.out_dir) as staging:
         spec = write_outputs(staging, trained, time.perf_counter() - started)
-        spec, rule = _with_decision_rule(staging, trained, spec)
+        spec, rule, refit = _with_decision_rule(staging, trained, spec)
         spec, export_warning = _with_exports(staging, trained, spec)
-        spec = _with_int8(staging, trained, spec, rule)
+        spec = _with_int8(staging, trained, spec, rule, refit)
         write_model_card(spec, trained.report, staging / "README.md")
         if before_commit is not None:
             spec = before_commit(staging, spec)
@@ -142,11 +143,14 @@ def _with_exports(staging: Path, trained: Trained, spec: BundleSpec) -> tuple[Bu
         return spec, str(exc)
 
 
-def _with_int8(staging: Path, trained: Trained, spec: BundleSpec, rule: DecisionRule | None) -> BundleSpec:
+def _with_int8(
+    staging: Path, trained: Trained, spec: BundleSpec, rule: DecisionRule | None, refit: Int8Refit | None
+) -> BundleSpec:
     """The int8 graph (``config.int8``), calibrated on training images and gated on the test split
-    decoded for training, its accepted labels decided by the bundle's whole ``rule`` (unfamiliar
-    cut-off included; nothing is read back); one the gate refuses leaves the float graphs, and a
-    warning."""
+    decoded for training: the float graph's accepted labels decided by the bundle's whole ``rule``
+    (unfamiliar cut-off included; nothing is read back), the int8 graph's by its own, which
+    ``refit`` fits on the same held-out images. One the gate refuses leaves the float graphs, and
+    a warning."""
     from classify_job.train.int8_export import int8_entry, with_int8
     from classify_job.train.int8_gate import CALIBRATION_IMAGES, Labelled
 
@@ -159,7 +163,7 @@ def _with_int8(staging: Path, trained: Trained, spec: BundleSpec, rule: Decision
     calibration = data.train.images[:: max(1, len(data.train) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
     test = Labelled(data.test.images, np.asarray(data.test.labels, np.int64), "the test split")
     try:
-        return with_int8(spec, int8_entry(staging, spec, test, calibration, rule))
+        return with_int8(spec, int8_entry(staging, spec, test, calibration, rule, refit))
     except ExportError as exc:
         log.warning("the bundle has no int8 graph (classify will use the float graph): %s", exc)
         return spec
@@ -214,18 +218,22 @@ def _evaluate_best(net: Any, data: TrainingData) -> tuple[HeldOut, EvaluationRep
 
 def _with_decision_rule(
     staging: Path, trained: Trained, spec: BundleSpec
-) -> tuple[BundleSpec, DecisionRule | None]:
+) -> tuple[BundleSpec, DecisionRule | None, Int8Refit | None]:
     """Calibration, accept thresholds and the unfamiliar cut-off fitted on ``trained``'s held-out
     predictions and measured on its test split, their files written into ``staging``: the spec
-    with them and the rule. The old rule (None) without a validation split to fit on."""
+    with them, the rule, and what refits it for an int8 graph (None without the held-out images).
+    The old rule (None) without a validation split to fit on."""
     found = calibration_data(trained.net, trained.run.data, trained.fitted)
     if found is None:
         log.warning("no validation split to calibrate on: the bundle keeps the fixed review rule")
-        return spec, None
+        return spec, None, None
     honest_test = trained.test if trained.test.source == "the test split" else None
     config = trained.run.config
     attributes = attributes_for(config.attributes or {}, spec.labels)
     choice = RuleChoice(config.target_precision, config.precision_scope)
     fitted = fit_rule(spec, found, honest_test, choice, attributes)
     fitted.write_files(staging)
-    return fitted.recorded_in(spec), fitted.rule
+    spec = fitted.recorded_in(spec)
+    kept = KeptScore(fitted.rule.score, fitted.unfamiliar["sha256"])
+    refit = Int8Refit(spec, found, kept, choice, attributes) if Int8Refit.possible(found) else None
+    return spec, fitted.rule, refit

@@ -15,8 +15,9 @@ from helpers import colour_folder
 from classify_job.bundle import read_spec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.pipeline import run_classify
-from classify_job.decisions.fitting import RuleChoice, recalibrate_bundle
+from classify_job.decisions.fitting import RuleChoice
 from classify_job.predictions import list_parts
+from classify_job.train.recalibrate import recalibrate_bundle
 
 READERS = ("read_metadata", "read_schema", "read_table", "ParquetFile")
 

@@ -16,11 +16,12 @@ from classify_job.bundle import load_bundle, read_spec
 from classify_job.classify.config import ClassifyConfig
 from classify_job.classify.pipeline import run_classify
 from classify_job.decisions.calibration import HeldOut
-from classify_job.decisions.fitting import CalibrationSets, RuleChoice, fit_decision_rule, recalibrate_bundle
+from classify_job.decisions.fitting import CalibrationSets, RuleChoice, fit_decision_rule
 from classify_job.report.html import write_reports
 from classify_job.report.tagging import tag_catalog
 from classify_job.train.dataset import load_split
 from classify_job.train.evaluate import labelled_files, predict_with_features
+from classify_job.train.recalibrate import recalibrate_bundle
 
 
 @pytest.fixture(scope="module")

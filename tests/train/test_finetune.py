@@ -200,3 +200,25 @@ def test_train_with_phase_two_records_both_phases(tiny_tree, tmp_path):
     bundle = load_bundle(result.bundle_dir)
     changed = changed_layers(bundle.model, imagenet_backbone_weights())
     assert (changed == set()) == (kept == 1)
+
+
+def test_the_int8_refit_sees_the_held_out_rows_own_images(tiny_tree, tmp_path, monkeypatch):
+    """The out-of-fold rows and the validation rows are refitted on the images they were predicted
+    from: the float graph's features of the attached images are the held-out rows' features."""
+    from classify_job.classify.backends import graph_outputs
+    from classify_job.train import int8_rule
+
+    captured, original = {}, int8_rule.Int8Refit.__call__
+
+    def spy(self, float_graph, int8_graph, test):
+        captured["held_out"] = self.sets.held_out
+        return original(self, float_graph, int8_graph, test)
+
+    monkeypatch.setattr(int8_rule.Int8Refit, "__call__", spy)
+    result = train(lite_config(tiny_tree(per_class=8), tmp_path / "model", int8=True))
+    held = captured["held_out"]
+    assert (
+        "cross-fitted" in held.source and len(held) == result.split_sizes["train"] + result.split_sizes["val"]
+    )
+    _, features = graph_outputs(result.bundle_dir / "model.onnx", np.concatenate(held.images))
+    np.testing.assert_allclose(features, held.features, atol=1e-3)

@@ -107,3 +107,10 @@ def load_graph(path: Path, runtime: str, threads: int) -> Backend:
     from classify_job.classify.backends.openvino import OpenVinoBackend
 
     return OpenVinoBackend(path, threads)
+
+
+def graph_outputs(path: Path, pixels: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, features) of the ONNX graph at ``path`` on ``pixels``, ``batch`` at a time."""
+    graph = load_graph(path, "onnx", threads=2)
+    parts = [graph.predict(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
+    return tuple(np.concatenate([np.asarray(p[k], np.float32) for p in parts]) for k in (0, 1))
