@@ -2,6 +2,7 @@
 with ``train_on_batch`` (median of 12 steps after 3 warm-ups), as milliseconds per step.
 
 Run: .venv/bin/python benchmarks/profile_cnn_step.py [VARIANT ...]   (~3 minutes; one JSON object)
+``conv_layers`` times each 3x3 convolution of the step alone (forward, input and weight gradient).
 The network is ``nets.cnn``'s (pooling as reshape + max, FastMaxPool2D). The variants swap one
 part at a time: stock max-pooling (XLA's reduce_window and select-and-scatter), BatchNorm
 statistics as matrix-vector products, no BatchNorm, no augmentation, batch 128. Measured on an AMD
@@ -80,7 +81,52 @@ def step_ms(model, batch, augment=True, steps=12):
     return round(1000 * statistics.median(times), 1)
 
 
+def conv_profile(batch=256, repeats=20):
+    """Each of the network's 3x3 convolutions alone, jitted, at its shape in the batch-``batch``
+    step: forward, input gradient and weight gradient, ms (median of ``repeats``) and GFLOP/s."""
+    rng = np.random.default_rng(0)
+    shapes, size, channels = [], 14, 4  # after the 2x2 space-to-depth of 28x28x1
+    for stage, width in enumerate(stage_widths(14, 256)):
+        size = size // 2 if stage else size
+        for _ in range(2):
+            shapes.append((size, channels, width))
+            channels = width
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dims)
+
+    def timed(fn, *args):
+        jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    rows, total = [], 0.0
+    for size, cin, cout in shapes:
+        x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)) * 0.05, jnp.float32)
+        g = jnp.asarray(rng.standard_normal((batch, size, size, cout)), jnp.float32)
+        ops = {
+            "forward": jax.jit(conv),
+            "input_grad": jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
+            "weight_grad": jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
+        }
+        gflop = 2 * batch * size * size * 9 * cin * cout / 1e9
+        row = {"shape": f"{size}x{size} {cin}->{cout}", "gflop_each": round(gflop, 2)}
+        for name, fn in ops.items():
+            seconds = timed(fn, x, w) if name == "forward" else timed(fn, x, w, g)
+            total += seconds
+            row[name] = {"ms": round(1000 * seconds, 1), "gflop_per_s": round(gflop / seconds, 1)}
+        rows.append(row)
+    return {"layers": rows, "convolutions_ms": round(1000 * total, 1)}
+
+
 variants = {
+    "conv_layers": conv_profile,
     "as_is_b256": lambda: step_ms(build(), 256),
     "as_is_b128": lambda: step_ms(build(), 128),
     "no_augment_b256": lambda: step_ms(build(), 256, augment=False),
