@@ -95,33 +95,6 @@ def use_xla_kernels(environ: MutableMapping[str, str] = os.environ) -> dict[str,
     return xla_settings(environ)
 
 
-def keep_xla_default_kernels(work: str, environ: MutableMapping[str, str] = os.environ) -> bool:
-    """Take back the flag :func:`use_xla_kernels` added, for ``work`` it was measured to slow (Lite0's
-    phase-2 fine-tune step: 1.5x on the AMD EPYC), while JAX has not started and only under ``auto``.
-
-    Returns whether XLA will now run with its defaults; too late, or chosen otherwise, it changes nothing.
-    """
-    added, flags = environ.get(_ADDED_ENV, ""), environ.get("XLA_FLAGS", "")
-    if environ.get(KERNELS_ENV, "auto") != "auto" or not added or added not in flags or _jax_started():
-        return False
-    environ["XLA_FLAGS"] = " ".join(flags.replace(added, " ").split())
-    environ[_ADDED_ENV] = ""
-    logging.getLogger("classify_job").info("XLA's default convolution kernels for %s (faster there)", work)
-    return True
-
-
-def _jax_started() -> bool:
-    """Whether JAX has created its backends (and so has read XLA_FLAGS for good)."""
-    if "jax" not in sys.modules:
-        return False
-    try:
-        from jax._src import xla_bridge
-
-        return bool(xla_bridge.backends_are_initialized())
-    except (ImportError, AttributeError):  # a JAX without it: assume it has started
-        return True
-
-
 def xla_settings(environ: Mapping[str, str] = os.environ) -> dict[str, object]:
     """What XLA runs with in this process, as bundles and run records keep it: ``XLA_FLAGS``, the
     jaxlib version, the convolution kernels and whether the user's own ``XLA_FLAGS`` chose them."""

@@ -15,7 +15,6 @@ from classify_job import runtime
 from classify_job.runtime import (
     EIGEN_CONVOLUTIONS,
     KERNELS_ENV,
-    keep_xla_default_kernels,
     use_xla_kernels,
     xla_settings,
 )
@@ -120,60 +119,3 @@ def test_a_keras_classify_run_records_the_xla_settings_it_ran_with(tiny_tree, co
     assert result.record["xla"] == xla_settings()
     assert result.record["xla"]["flags"] == os.environ.get("XLA_FLAGS", "")
     assert read_runs(out)[-1]["xla"] == xla_settings()
-
-
-@pytest.fixture
-def jax_started(monkeypatch: pytest.MonkeyPatch):
-    """Pretend JAX has, or has not, created its backends."""
-
-    def pretend(started: bool) -> None:
-        monkeypatch.setattr(runtime, "_jax_started", lambda: started)
-
-    return pretend
-
-
-def test_work_the_flag_slows_gets_xla_defaults_back_before_jax_starts(jaxlib, jax_started):
-    jaxlib(KNOWN)
-    jax_started(False)
-    env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
-    use_xla_kernels(env)
-    assert keep_xla_default_kernels("phase 2", env) is True
-    assert env["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"  # the user's own flags stay
-    assert xla_settings(env)["conv_kernels"] == "xla-default"
-
-
-@pytest.mark.parametrize(
-    ("switch", "started", "user_flags"),
-    [("eigen", False, ""), ("auto", True, ""), ("auto", False, EIGEN_CONVOLUTIONS)],
-    ids=["eigen asked for", "jax already started", "the user's own XLA_FLAGS"],
-)
-def test_the_flag_stays_when_asked_for_set_by_the_user_or_too_late(
-    jaxlib, jax_started, switch, started, user_flags
-):
-    jaxlib(KNOWN)
-    jax_started(started)
-    env = {KERNELS_ENV: switch, "XLA_FLAGS": user_flags}
-    use_xla_kernels(env)
-    assert keep_xla_default_kernels("phase 2", env) is False
-    assert env["XLA_FLAGS"] == EIGEN_CONVOLUTIONS
-
-
-@pytest.mark.parametrize("jax_first", [False, True], ids=["before jax starts", "after"])
-def test_taking_the_flag_back_works_only_before_jax_starts(jax_first):
-    code = (
-        "import json, os, classify_job\n"
-        "from classify_job.runtime import keep_xla_default_kernels\n"
-        "import jax.numpy as jnp\n"
-        f"if {jax_first}: jnp.ones(1).block_until_ready()\n"
-        "kept = keep_xla_default_kernels('a test')\n"
-        "jnp.ones(1).block_until_ready()\n"
-        "print(json.dumps([kept, os.environ.get('XLA_FLAGS', '')]))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", KERNELS_ENV)}
-    env.pop("CLASSIFY_JOB_XLA_FLAGS_ADDED", None)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    kept, flags = json.loads(done.stdout.strip().splitlines()[-1])
-    if runtime.jaxlib_version() not in runtime.JAXLIB_WITH_FLAG:
-        assert (kept, flags) == (False, "")
-    else:
-        assert (kept, flags) == ((False, EIGEN_CONVOLUTIONS) if jax_first else (True, ""))

@@ -25,7 +25,7 @@ from classify_job.decisions.calibration import HeldOut
 from classify_job.decisions.fitting import KeptScore, RuleChoice, calibration_data, fit_rule
 from classify_job.decisions.rule import DecisionRule
 from classify_job.errors import DatasetError, ExportError, InputError, OutputError
-from classify_job.runtime import keep_xla_default_kernels, set_seeds
+from classify_job.runtime import set_seeds
 from classify_job.train.architectures import architecture, build_net, configure, parse_options
 from classify_job.train.artifacts import write_model_card, write_outputs
 from classify_job.train.config import TrainConfig
@@ -113,8 +113,6 @@ def start_run(
     decode the data unless given, and choose the class weights."""
     config = configure(config)
     options = parse_options(config)
-    if config.arch == "efficientnet_lite0" and options.fine_tune_blocks:
-        keep_xla_default_kernels("efficientnet_lite0 phase 2")  # docs/training.md: 1.5x slower with the flag
     check_out_dir(config)
     set_seeds(config.seed)
     data = prepare_data(config) if data is None else data
