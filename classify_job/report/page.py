@@ -257,7 +257,7 @@ def _review_section(samples: Showcase, thumbs: dict[str, str]) -> str:
 
 
 def _decisions_section(summary: dict[str, Any], model: dict[str, Any]) -> str:
-    """Share accepted, review reasons, and what the bundle's rule promises per class."""
+    """Share accepted, review reasons, and what the rule of the graph that served promises per class."""
     decisions = summary.get("decisions") or {}
     decided = sum(decisions.values())
     if not decided:
@@ -273,10 +273,11 @@ def _decisions_section(summary: dict[str, Any], model: dict[str, Any]) -> str:
     if summary.get("attributes"):
         parts.append(_attribute_coverage(summary["attributes"]))
     spec = model.get("spec")
-    if spec is not None and spec.accept_thresholds:
-        parts.append(_promises(spec))
-    if spec is not None and (spec.calibration or {}).get("curves"):
-        parts.append(_tradeoff(spec.calibration["curves"]))
+    rule = spec.rule_keys(summary.get("runtime")) if spec is not None else {}  # the serving graph's
+    if rule.get("accept_thresholds"):
+        parts.append(_promises(rule["calibration"] or {}, rule["accept_thresholds"]))
+    if (rule.get("calibration") or {}).get("curves"):
+        parts.append(_tradeoff(rule["calibration"]["curves"]))
     if "calibration_png" in model:
         src = f"data:image/png;base64,{model['calibration_png']}"
         parts.append(f'<img class="confusion" src="{src}" alt="reliability diagram">')
@@ -314,11 +315,11 @@ def _tradeoff(curves: dict[str, Any]) -> str:
     return note + _table(head, rows)
 
 
-def _promises(spec: Any) -> str:
+def _promises(calibration: dict[str, Any], thresholds: dict[str, Any]) -> str:
     """Per class: the accept threshold, its evidence, the precision of accepted test-split labels."""
-    test = (spec.calibration or {}).get("expected", {}).get("test", {}).get("per_class", {})
+    test = calibration.get("expected", {}).get("test", {}).get("per_class", {})
     rows = []
-    for label, t in spec.accept_thresholds.items():
+    for label, t in thresholds.items():
         threshold = "never (too little evidence)" if t.get("threshold") is None else f"{t['threshold']:.3f}"
         bound = f"{t.get('lower_bound', 0):.3f} ({t.get('correct', 0)}/{t.get('accepted', 0)})"
         measured = test.get(label, {})

@@ -106,3 +106,30 @@ def test_an_int8_entry_with_a_malformed_rule_is_refused_and_an_unverified_one_ig
     assert dataclasses.replace(spec, exports=(unverified,)).rule_keys("onnx-int8")["calibration"] == {
         "calibration_id": "cal-bundle"
     }
+
+
+def test_the_report_shows_the_promises_of_the_graph_that_served():
+    from classify_job.report.page import _decisions_section
+
+    def rule(threshold):
+        entry = {
+            "threshold": threshold,
+            "target_precision": 0.95,
+            "lower_bound": 0.96,
+            "correct": 70,
+            "accepted": 70,
+        }
+        return {
+            "calibration": {"calibration_id": f"cal-{threshold}"},
+            "accept_thresholds": {"a": entry, "b": entry},
+        }
+
+    int8 = {"format": "onnx-int8", "verified": {"passed": True}, **rule(0.777)}
+    spec = BundleSpec(("a", "b"), (8, 8), "rgb", "cnn", exports=(int8,), **rule(0.555))
+    summary = {"decisions": {"accept": 3, "review": 1}}
+    served = {
+        name: _decisions_section({**summary, "runtime": name}, {"spec": spec})
+        for name in ("onnx", "onnx-int8")
+    }
+    assert "0.555" in served["onnx"] and "0.777" not in served["onnx"]
+    assert "0.777" in served["onnx-int8"] and "0.555" not in served["onnx-int8"]
