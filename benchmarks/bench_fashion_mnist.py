@@ -4,8 +4,8 @@ Run: make bench-fashion-mnist  (or .venv/bin/python benchmarks/bench_fashion_mni
 The recipe is jobs/fashion-mnist-cnn.toml: what `classify-job train --config` reads. Expected: a
 one-off export of 70,000 PNGs (~10 s), decoding them (~28 s), then ~65 s per epoch on 2 CPU
 cores; prints one JSON object (test accuracy, wall time, seconds per epoch, the accuracy-against-
-time curve, the processor). Measured on an AMD EPYC: 93.93%, 93.98% and 94.01% in three runs
-of 23-24 epochs (the 28-minute budget's plan, 60-76 s each) in 26.6-28.5 minutes; 93.09% after
+time curve, the processor). Measured on an AMD EPYC: 93.79%, 93.93%, 93.98% and 94.01% in four
+runs of 22-24 epochs (the 28-minute budget's plan, 60-76 s each) in 26.6-28.5 minutes; 93.09% after
 16 epochs of 90.9 s before the pooling and malloc changes, and 92.91% after 13 fixed epochs in
 32.5 minutes before the kernel change.
 The data comes from the Debian package ``dataset-fashion-mnist``; as root the script installs it.

@@ -4,7 +4,8 @@
 SHA-256, the library versions, how it was quantised, the gate's figures under ``verified``
 (:mod:`classify_job.train.int8_gate`) and a short self-benchmark of both graphs on the exporting
 CPU (:func:`classify_job.classify.backends.cpu.self_benchmark`), which ``--runtime auto`` reads to
-decide where the int8 graph runs. A graph the gate refuses is not kept: nothing is written.
+decide where the int8 graph runs; from ``train``, also its own decision rule
+(:mod:`classify_job.train.int8_rule`). A graph the gate refuses is not kept: nothing is written.
 """
 
 from __future__ import annotations
