@@ -76,19 +76,20 @@ class BundleSpec:
         data.update(labels=list(self.labels), image_size=list(self.image_size), exports=list(self.exports))
         return {**data, **self.other}
 
+    def verified_export(self, fmt: str | None) -> dict[str, Any] | None:
+        """The export entry of format ``fmt`` whose verification passed, if there is one."""
+        for export in self.exports:
+            if export.get("format") == fmt and (export.get("verified") or {}).get("passed"):
+                return export
+        return None
+
     def rule_keys(self, runtime: str | None = None) -> dict[str, Any]:
         """``calibration``, ``accept_thresholds`` and ``unfamiliar`` for the graph ``runtime`` serves:
         its verified export entry's own when it carries them (an int8 graph fitted at train time),
         else the bundle's."""
-        for export in self.exports:
-            if (
-                runtime is not None
-                and export.get("format") == runtime
-                and (export.get("verified") or {}).get("passed")
-                and isinstance(export.get("calibration"), dict)
-            ):
-                return {name: export.get(name) for name in RULE_KEYS}
-        return {name: getattr(self, name) for name in RULE_KEYS}
+        export = self.verified_export(runtime)
+        owner = export if export is not None and isinstance(export.get("calibration"), dict) else None
+        return {name: owner.get(name) if owner else getattr(self, name) for name in RULE_KEYS}
 
     @property
     def training_dir(self) -> Path | None:

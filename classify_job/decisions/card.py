@@ -183,8 +183,8 @@ def _expected_lines(expected: dict[str, Any]) -> list[str]:
 
 def _int8_lines(spec: BundleSpec) -> list[str]:
     """The int8 graph's own rule, when it has one (classify decides with it when that graph serves)."""
-    entry = next((e for e in spec.exports if e.get("format") == "onnx-int8" and e.get("calibration")), None)
-    if entry is None:
+    entry = spec.verified_export("onnx-int8")
+    if entry is None or not entry.get("calibration"):
         return []
     cal, thresholds = entry["calibration"], entry.get("accept_thresholds") or {}
     at = ", ".join(

@@ -61,11 +61,11 @@ def int8_entry(
     Raises ExportError, removing the file, when the bundle has no verified float graph, when
     quantisation fails, or when the gate refuses the int8 graph (the reasons are in the message).
     """
-    from classify_job.classify.backends import export_files, exported
+    from classify_job.classify.backends import export_files
     from classify_job.classify.backends.cpu import self_benchmark
     from classify_job.nets.quantize import quantize_graph
 
-    float_entry = exported(spec, "onnx")
+    float_entry = spec.verified_export("onnx")
     if float_entry is None:
         raise ExportError(
             f"{bundle_dir} has no verified ONNX graph to quantise; run `classify-job export` first"

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from classify_job.bundle import BundleSpec
-from classify_job.classify.backends import graph_outputs
+from classify_job.bundle import BundleSpec, bundle_file, write_spec
+from classify_job.classify.backends import export_files, graph_outputs
 from classify_job.decisions.attributes import Attribute
 from classify_job.decisions.calibration import HeldOut
 from classify_job.decisions.fitting import CalibrationSets, FittedRule, KeptScore, RuleChoice, fit_rule
+from classify_job.decisions.rule import UnfamiliarScore
 
 THROUGH_INT8 = "through the int8 graph"
 
@@ -101,11 +102,7 @@ def refit_bundle(
     """``calibrate``'s step for a bundle with an int8 graph: its own rule fitted on ``sets`` (the
     images the float rule was just fitted on, in memory) and measured on ``test``, through it;
     recorded in its export entry and ``bundle.json``. The spec unchanged without an int8 graph."""
-    from classify_job.bundle import bundle_file, write_spec
-    from classify_job.classify.backends import export_files, exported
-    from classify_job.decisions.rule import UnfamiliarScore
-
-    int8, float_entry = exported(spec, "onnx-int8"), exported(spec, "onnx")
+    int8, float_entry = spec.verified_export("onnx-int8"), spec.verified_export("onnx")
     if int8 is None or float_entry is None or not Int8Refit.possible(sets):
         return spec
     sha256 = spec.unfamiliar["sha256"]

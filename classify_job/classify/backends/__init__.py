@@ -33,14 +33,6 @@ class Backend(Protocol):
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def exported(spec: BundleSpec, runtime: str) -> dict | None:
-    """The bundle's verified export for ``runtime``, if it has one."""
-    for export in spec.exports:
-        if export.get("format") == runtime and export.get("verified", {}).get("passed"):
-            return export
-    return None
-
-
 def choose_runtime(spec: BundleSpec, requested: str, cpu: dict | None = None) -> str:
     """``requested``, or for ``auto`` the first of AUTO_ORDER that the bundle and this install allow
     (the int8 graph only where it pays on ``cpu``, this machine's unless given)."""
@@ -52,7 +44,7 @@ def choose_runtime(spec: BundleSpec, requested: str, cpu: dict | None = None) ->
 
 
 def _usable(spec: BundleSpec, runtime: str, cpu: dict | None) -> bool:
-    export = exported(spec, runtime)
+    export = spec.verified_export(runtime)
     if export is None or not _installed(runtime):
         return False
     if runtime != "onnx-int8":
@@ -72,7 +64,7 @@ def open_backend(bundle: Path, spec: BundleSpec, runtime: str, batch_size: int, 
         from classify_job.classify.backends.keras import KerasBackend
 
         return KerasBackend(bundle, spec, batch_size)
-    export = exported(spec, runtime)
+    export = spec.verified_export(runtime)
     if export is None:
         raise BundleError(f"{bundle} has no verified {runtime} export; run `classify-job export {bundle}`")
     if not _installed(runtime):
