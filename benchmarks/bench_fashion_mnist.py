@@ -1,7 +1,8 @@
 """Fashion-MNIST through the ordinary folder-dataset training path; test accuracy on the official 10k.
 
 Run: make bench-fashion-mnist  (or .venv/bin/python benchmarks/bench_fashion_mnist.py [--epochs N])
-The recipe is jobs/fashion-mnist-cnn.toml: what `classify-job train --config` reads. Expected: a
+The recipe is jobs/fashion-mnist-cnn.toml: what `classify-job train --config` reads (`--job F`
+tries a variant). Expected: a
 one-off export of 70,000 PNGs (~10 s), decoding them (~28 s), then ~65 s per epoch on 2 CPU
 cores; prints one JSON object (test accuracy, wall time, seconds per epoch, the accuracy-against-
 time curve, the processor). Measured on an AMD EPYC: 93.79%, 93.93%, 93.98% and 94.01% in four
@@ -66,7 +67,7 @@ def benchmark_config(args: argparse.Namespace) -> TrainConfig:
         "data_dir": args.data_dir, "out_dir": args.out, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
     }  # fmt: skip
-    config = TrainConfig.resolve(JOB_FILE, **flags)
+    config = TrainConfig.resolve(args.job, **flags)
     return config.with_overrides(patience=config.epochs)
 
 
@@ -83,6 +84,7 @@ def print_epoch(info: EpochInfo) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", type=Path, default=JOB_FILE, help="the recipe (a train job file)")
     parser.add_argument("--epochs", type=int, help="a cap (job file: 40, with a 28-minute budget)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
