@@ -1,14 +1,13 @@
 """Fashion-MNIST through the ordinary folder-dataset training path; test accuracy on the official 10k.
 
 Run: make bench-fashion-mnist  (or .venv/bin/python benchmarks/bench_fashion_mnist.py [--epochs N])
-The recipe is jobs/fashion-mnist-cnn.toml: what `classify-job train --config` reads (`--job F`
-tries a variant). Expected: a
-one-off export of 70,000 PNGs (~10 s), decoding them (~28 s), then ~65 s per epoch on 2 CPU
-cores; prints one JSON object (test accuracy, wall time, seconds per epoch, the accuracy-against-
-time curve, the processor). Measured on an AMD EPYC: 93.79%, 93.93%, 93.98% and 94.01% in four
-runs of 22-24 epochs (the 28-minute budget's plan, 60-76 s each) in 26.6-28.5 minutes; 93.09% after
-16 epochs of 90.9 s before the pooling and malloc changes, and 92.91% after 13 fixed epochs in
-32.5 minutes before the kernel change.
+The recipe is jobs/fashion-mnist-cnn.toml: what `classify-job train --config` reads (`--job F` runs
+a variant). Expected: a one-off export of 70,000 PNGs (~10 s), decoding them (~28 s), then ~65 s per
+epoch on 2 CPU cores; prints one JSON object (test accuracy, wall time, seconds per epoch, the
+accuracy-against-time curve, the processor). Measured on an AMD EPYC: 93.79%, 93.93%, 93.98% and
+94.01% in four runs of 22-24 epochs (the 28-minute budget's plan, 60-76 s each) in 26.6-28.5
+minutes; 93.09% after 16 epochs of 90.9 s before the pooling and malloc changes, and 92.91% after 13
+fixed epochs in 32.5 minutes before the kernel change.
 The data comes from the Debian package ``dataset-fashion-mnist``; as root the script installs it.
 """
 
@@ -58,7 +57,8 @@ def ensure_dataset(source: Path) -> None:
 
 
 def benchmark_config(args: argparse.Namespace) -> TrainConfig:
-    """The recipe of jobs/fashion-mnist-cnn.toml (what ``train --config`` reads), with the flags given.
+    """The recipe of ``--job`` (by default jobs/fashion-mnist-cnn.toml, what ``train --config``
+    reads), with the flags given.
 
     Early stopping stays off (patience = epochs) because the cosine schedule is sized to the epoch
     budget; the best epoch by validation loss is still the one kept.
@@ -134,6 +134,7 @@ def main() -> None:
                 "accuracy_against_time": curve,
                 "machine": machine(),
                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # make sets malloc on huge pages
+                "job": str(args.job),
                 "arch_options": result.spec.extra.get("training", {}).get("arch_options"),
                 "model_id": result.spec.model_id,
                 "bundle": str(result.bundle_dir),
